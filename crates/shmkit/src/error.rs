@@ -1,0 +1,257 @@
+//! One error type for every fallible operation in shmkit.
+//!
+//! An [`Error`] says which operation failed ([`Op`]), on which object (as its
+//! target string, e.g. `posix:/frames`), and what it means ([`ErrorKind`]),
+//! and keeps the operating system's error as its [`source`](std::error::Error::source).
+//! Its `Display` is written for a person: it says what to do next.
+
+use std::fmt;
+use std::io;
+
+use crate::limits::LimitExceeded;
+
+/// A `Result` whose error is shmkit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// Creating a new object.
+    Create,
+    /// Opening an existing object.
+    Open,
+    /// Mapping or attaching an object into this process.
+    Map,
+    /// Reading bytes or values.
+    Read,
+    /// Writing bytes or values.
+    Write,
+    /// Writing a file mapping back to its file (`msync`).
+    Flush,
+    /// Growing an object and its mapping.
+    Resize,
+    /// Querying an object (`IPC_STAT`, `fstat`).
+    Stat,
+    /// Removing an object's name (`IPC_RMID`, `shm_unlink`, `unlink`).
+    Remove,
+    /// Sealing a memfd or checking its seals.
+    Seal,
+    /// Reading the kernel's limits.
+    Limits,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Create => "create",
+            Op::Open => "open",
+            Op::Map => "map",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::Resize => "resize",
+            Op::Stat => "stat",
+            Op::Remove => "remove",
+            Op::Seal => "seal",
+            Op::Limits => "read limits of",
+        })
+    }
+}
+
+/// What went wrong, in terms a caller can branch on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No object has this name, key or id.
+    NotFound,
+    /// An object with this name or key exists already.
+    AlreadyExists,
+    /// The caller may not access the object. Owner and mode are given when
+    /// they could be read.
+    PermissionDenied {
+        /// The object's owner uid.
+        owner: Option<u32>,
+        /// The object's permission bits.
+        mode: Option<u32>,
+    },
+    /// A kernel or file-system limit does not allow the request.
+    LimitExceeded(LimitExceeded),
+    /// The object is smaller than the size asked for; mapping it would give
+    /// `SIGBUS` on access past its end.
+    TooSmall {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes the object has.
+        actual: u64,
+    },
+    /// An existing System V segment is smaller than the size asked for
+    /// (`shmget` gives `EINVAL`).
+    SizeMismatch {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes the segment has, when known.
+        actual: Option<u64>,
+    },
+    /// An access outside the segment.
+    OutOfBounds {
+        /// First byte of the access.
+        offset: u64,
+        /// Length of the access.
+        len: u64,
+        /// Size of the segment.
+        size: u64,
+    },
+    /// A write through a read-only mapping.
+    ReadOnly,
+    /// A memfd lacks the seals that make it safe to map (it could shrink
+    /// under us).
+    NotSealed {
+        /// The seals it has (`F_SEAL_*` bits).
+        seals: u32,
+    },
+    /// The object exists but is not what this operation works on (e.g. a
+    /// directory where a file was expected, or an empty object).
+    WrongType(String),
+    /// An argument is not valid; the text says which and why.
+    InvalidArgument(String),
+    /// Any other operating-system error, by errno.
+    Os(i32),
+}
+
+/// The error of every fallible shmkit operation.
+#[derive(Debug)]
+pub struct Error {
+    op: Op,
+    object: String,
+    kind: ErrorKind,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    pub(crate) fn new(op: Op, object: impl Into<String>, kind: ErrorKind) -> Self {
+        Error { op, object: object.into(), kind, source: None }
+    }
+
+    /// An error from the OS, classified by its errno (see [`classify`]).
+    pub(crate) fn os(op: Op, object: impl Into<String>, err: io::Error) -> Self {
+        let kind = classify(&err);
+        Error { op, object: object.into(), kind, source: Some(err) }
+    }
+
+    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    pub(crate) fn invalid(op: Op, object: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::new(op, object, ErrorKind::InvalidArgument(why.into()))
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The operation that failed.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The object the operation was on, as a target string such as
+    /// `sysv:0x1234`, `posix:/name` or `file:/tmp/data`.
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// The errno behind the error, if it came from the OS.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source.as_ref().and_then(io::Error::raw_os_error)
+    }
+}
+
+/// The generic meaning of an errno; callers refine it where a call gives an
+/// errno a specific meaning (e.g. `EINVAL` from `shmget`).
+fn classify(err: &io::Error) -> ErrorKind {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => ErrorKind::NotFound,
+        Some(libc::EEXIST) => ErrorKind::AlreadyExists,
+        Some(libc::EACCES) | Some(libc::EPERM) => ErrorKind::PermissionDenied { owner: None, mode: None },
+        Some(libc::ELOOP) => ErrorKind::WrongType("a symbolic link (shmkit never follows one)".into()),
+        Some(libc::EISDIR) => ErrorKind::WrongType("a directory".into()),
+        Some(code) => ErrorKind::Os(code),
+        None => ErrorKind::Os(0),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot {} {}: ", self.op, self.object)?;
+        match &self.kind {
+            ErrorKind::NotFound => write!(f, "no such object"),
+            ErrorKind::AlreadyExists => write!(f, "it already exists; open it instead, or remove it first"),
+            ErrorKind::PermissionDenied { owner, mode } => {
+                write!(f, "permission denied")?;
+                match (owner, mode) {
+                    (Some(uid), Some(mode)) => write!(
+                        f,
+                        " (owned by uid {uid}, mode {mode:04o}; this process runs as uid {})",
+                        rustix::process::geteuid().as_raw()
+                    ),
+                    _ => Ok(()),
+                }
+            }
+            ErrorKind::LimitExceeded(limit) => write!(f, "{limit}"),
+            ErrorKind::TooSmall { requested, actual } => write!(
+                f,
+                "the object has {actual} bytes but {requested} were asked for; mapping past its end would crash with SIGBUS"
+            ),
+            ErrorKind::SizeMismatch { requested, actual: Some(actual) } => write!(
+                f,
+                "the existing segment has {actual} bytes, fewer than the {requested} asked for; open it with a size of at most {actual}, or remove it first"
+            ),
+            ErrorKind::SizeMismatch { requested, actual: None } => {
+                write!(f, "the kernel refused a size of {requested} bytes (below kernel.shmmin or above kernel.shmmax)")
+            }
+            ErrorKind::OutOfBounds { offset, len, size } => {
+                write!(f, "bytes {offset}..{} are outside the segment of {size} bytes", offset.saturating_add(*len))
+            }
+            ErrorKind::ReadOnly => write!(f, "the segment is mapped read-only"),
+            ErrorKind::NotSealed { seals } => write!(
+                f,
+                "the memfd is not sealed against shrinking (seals {seals:#x}); a peer could truncate it and crash us with SIGBUS"
+            ),
+            ErrorKind::WrongType(what) => write!(f, "it is {what}"),
+            ErrorKind::InvalidArgument(why) => write!(f, "{why}"),
+            ErrorKind::Os(_) => match &self.source {
+                Some(e) => write!(f, "{e}"),
+                None => write!(f, "unknown error"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> Self {
+        let kind = match err.kind {
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            ErrorKind::PermissionDenied { .. } | ErrorKind::ReadOnly => io::ErrorKind::PermissionDenied,
+            ErrorKind::InvalidArgument(_) | ErrorKind::OutOfBounds { .. } | ErrorKind::SizeMismatch { .. } => {
+                io::ErrorKind::InvalidInput
+            }
+            ErrorKind::LimitExceeded(_) => io::ErrorKind::OutOfMemory,
+            _ => match err.raw_os_error() {
+                Some(code) => return io::Error::new(io::Error::from_raw_os_error(code).kind(), err),
+                None => io::ErrorKind::Other,
+            },
+        };
+        io::Error::new(kind, err)
+    }
+}

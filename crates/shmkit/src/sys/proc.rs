@@ -1,0 +1,69 @@
+//! Facts about the system read from `/proc`, `sysconf` and `getrlimit`.
+
+use std::io;
+use std::path::Path;
+
+/// The size of a page of memory, the unit of every mapping.
+pub(crate) fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// Reads a `/proc/sys` value such as `kernel/shmmax` as an unsigned integer.
+pub(crate) fn sysctl_u64(name: &str) -> io::Result<u64> {
+    let path = Path::new("/proc/sys").join(name);
+    let text = std::fs::read_to_string(&path)?;
+    text.trim().parse::<u64>().map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a number: {:?}", path.display(), text.trim()))
+    })
+}
+
+/// One row of `/proc/sysvipc/shm`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SysvShmRow {
+    pub(crate) key: i32,
+    pub(crate) id: i32,
+    pub(crate) perms: u32,
+    pub(crate) size: u64,
+    pub(crate) uid: u32,
+}
+
+/// Every System V segment visible in this IPC namespace.
+pub(crate) fn sysv_segments() -> io::Result<Vec<SysvShmRow>> {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm")?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "/proc/sysvipc/shm: unexpected format");
+    let mut rows = Vec::new();
+    // Columns: key shmid perms size cpid lpid nattch uid gid cuid cgid ...
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            return Err(bad());
+        }
+        let num = |i: usize| f[i].parse::<i64>().map_err(|_| bad());
+        rows.push(SysvShmRow {
+            key: num(0)? as i32,
+            id: num(1)? as i32,
+            perms: u32::from_str_radix(f[2], 8).map_err(|_| bad())?,
+            size: num(3)? as u64,
+            uid: num(7)? as u32,
+        });
+    }
+    Ok(rows)
+}
+
+/// How many mappings this process has (`/proc/self/maps` lines), to compare
+/// with `vm.max_map_count`.
+pub(crate) fn map_count() -> io::Result<u64> {
+    let text = std::fs::read("/proc/self/maps")?;
+    Ok(text.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
+/// `RLIMIT_NOFILE`: (soft, hard); `None` means unlimited.
+pub(crate) fn nofile_limit() -> (Option<u64>, Option<u64>) {
+    let r = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    (r.current, r.maximum)
+}
+
+/// How many file descriptors this process has open.
+pub(crate) fn open_fds() -> io::Result<u64> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count() as u64)
+}
