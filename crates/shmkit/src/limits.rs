@@ -182,9 +182,10 @@ pub(crate) fn check_sysv(object: &str, size: u64) -> Result<()> {
 pub(crate) fn check_space(op: Op, object: &str, dir: &Path, size: u64) -> Result<()> {
     // A file system that cannot report its space (rare) is left to fallocate.
     if let Ok(space) = sys::fs::space(dir)
-        && size > space.free {
-            return Err(space_exceeded(op, object, dir, space.free, size));
-        }
+        && size > space.free
+    {
+        return Err(space_exceeded(op, object, dir, space.free, size));
+    }
     Ok(())
 }
 
@@ -209,4 +210,10 @@ pub(crate) fn nofile_exceeded(op: Op, object: &str) -> Error {
     let (soft, _) = sys::proc::nofile_limit();
     let open = sys::proc::open_fds().unwrap_or(0);
     exceeded(op, object, Limit::NoFile, soft.unwrap_or(u64::MAX), open + 1)
+}
+
+/// The size of a page, the unit in which memory is mapped: a segment of
+/// 4097 bytes occupies two pages (8192 bytes) on a machine with 4 KiB pages.
+pub fn page_size() -> usize {
+    sys::proc::page_size()
 }

@@ -1,0 +1,228 @@
+//! `create`, `write`, `read`, `info` and `rm`: the verbs on one segment.
+
+use std::io::{self, Read, Write};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use shmkit::segment::{self, Info, Kind};
+use shmkit::{Lifetime, Segment, Target};
+
+use crate::cli::{CreateArgs, InfoArgs, ReadArgs, RmArgs, WriteArgs};
+use crate::output::{group_name, human_size, pid_alive, print_pairs, time, user_name};
+
+fn pages(bytes: u64) -> u64 {
+    bytes.div_ceil(shmkit::limits::page_size() as u64)
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sysv => "sysv",
+        Kind::Posix => "posix",
+        Kind::File => "file",
+        Kind::Anonymous => "anonymous",
+        Kind::Memfd => "memfd",
+        _ => "other",
+    }
+}
+
+pub(crate) fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let seg = Segment::options().size(args.size).mode(args.mode).lifetime(Lifetime::Persistent).create(&args.target)?;
+    let info = seg.info()?;
+    let page = shmkit::limits::page_size() as u64;
+    if args.json {
+        let mut v = json!({
+            "target": seg.name(),
+            "kind": kind_name(seg.kind()),
+            "size": info.size,
+            "pages": pages(info.size),
+            "mapped_size": pages(info.size) * page,
+            "mode": format!("{:04o}", info.mode),
+        });
+        if let Some(id) = seg.sysv_id() {
+            v["shmid"] = json!(id);
+        }
+        println!("{v}");
+    } else {
+        let id = seg.sysv_id().map(|id| format!(" (shmid {id})")).unwrap_or_default();
+        println!(
+            "created {}{id}: {} bytes, {} pages ({} bytes mapped), mode {:04o}",
+            seg.name(),
+            info.size,
+            pages(info.size),
+            pages(info.size) * page,
+            info.mode
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn write(args: WriteArgs) -> anyhow::Result<()> {
+    let mut data = match args.text {
+        Some(text) => text.into_bytes(),
+        None => {
+            let mut buf = Vec::new();
+            io::stdin().lock().read_to_end(&mut buf).context("cannot read standard input")?;
+            buf
+        }
+    };
+    if args.nul {
+        data.push(0);
+    }
+    let mut seg = Segment::open(&args.target)?;
+    seg.write_at(args.offset, &data)?;
+    eprintln!("wrote {} bytes to {} at offset {}", data.len(), seg.name(), args.offset);
+    Ok(())
+}
+
+pub(crate) fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let seg = Segment::options().read_only().open(&args.target)?;
+    let len = args.len.unwrap_or_else(|| seg.len().saturating_sub(args.offset));
+    // Checks the whole range before printing anything.
+    seg.read_at(args.offset.saturating_add(len), &mut []).and_then(|()| seg.read_at(args.offset, &mut [])).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "cannot read {}: bytes {}..{} are outside the segment of {} bytes",
+                seg.name(),
+                args.offset,
+                args.offset.saturating_add(len),
+                seg.len()
+            )
+        },
+    )?;
+    let mut out = io::stdout().lock();
+    let mut buf = vec![0u8; len.min(1 << 20)];
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min(len - done);
+        seg.read_at(args.offset + done, &mut buf[..n])?;
+        if args.cstr {
+            if let Some(nul) = buf[..n].iter().position(|&b| b == 0) {
+                out.write_all(&buf[..nul])?;
+                break;
+            }
+        }
+        out.write_all(&buf[..n])?;
+        done += n;
+    }
+    if args.cstr {
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The stable JSON form of [`Info`]; documented in the README.
+fn info_json(target: &Target, info: &Info) -> Value {
+    let page = shmkit::limits::page_size() as u64;
+    let mut v = json!({
+        "target": target.to_string(),
+        "kind": kind_name(info.kind),
+        "size": info.size,
+        "pages": pages(info.size),
+        "mapped_size": pages(info.size) * page,
+        "mode": format!("{:04o}", info.mode),
+        "uid": info.uid,
+        "owner": user_name(info.uid),
+        "gid": info.gid,
+        "group": group_name(info.gid),
+        "atime": info.atime,
+        "mtime": info.mtime,
+        "ctime": info.ctime,
+    });
+    if let Some(s) = &info.sysv {
+        v["sysv"] = json!({
+            "key": format!("{:#010x}", s.key as u32),
+            "shmid": s.id,
+            "nattch": s.nattch,
+            "cpid": s.cpid,
+            "cpid_alive": pid_alive(s.cpid),
+            "lpid": s.lpid,
+            "lpid_alive": pid_alive(s.lpid),
+            "attach_time": (s.atime != 0).then_some(s.atime),
+            "detach_time": (s.dtime != 0).then_some(s.dtime),
+            "change_time": s.ctime,
+            "cuid": s.cuid,
+            "cgid": s.cgid,
+            "marked_for_removal": s.marked_for_removal,
+            "locked": s.locked,
+        });
+    }
+    v
+}
+
+pub(crate) fn info(args: InfoArgs) -> anyhow::Result<()> {
+    let info = segment::stat(&args.target)?;
+    if args.json {
+        println!("{}", info_json(&args.target, &info));
+        return Ok(());
+    }
+    let page = shmkit::limits::page_size() as u64;
+    let mut rows = vec![
+        ("target", args.target.to_string()),
+        ("kind", kind_name(info.kind).to_string()),
+        (
+            "size",
+            format!(
+                "{} bytes ({}), {} pages = {} bytes mapped",
+                info.size,
+                human_size(info.size),
+                pages(info.size),
+                pages(info.size) * page
+            ),
+        ),
+        ("owner", format!("{} ({}), group {} ({})", user_name(info.uid), info.uid, group_name(info.gid), info.gid)),
+        ("perms", format!("{:04o}", info.mode)),
+    ];
+    let alive = |pid: i32| if pid_alive(pid) { "alive" } else { "gone" };
+    match &info.sysv {
+        Some(s) => rows.extend([
+            ("key", format!("{:#010x}", s.key as u32)),
+            ("shmid", s.id.to_string()),
+            ("nattch", s.nattch.to_string()),
+            ("creator pid", format!("{} ({})", s.cpid, alive(s.cpid))),
+            ("last pid", format!("{} ({})", s.lpid, alive(s.lpid))),
+            ("creator", format!("{} ({}), group {} ({})", user_name(s.cuid), s.cuid, group_name(s.cgid), s.cgid)),
+            ("attached", time(Some(s.atime))),
+            ("detached", time(Some(s.dtime))),
+            ("changed", time(Some(s.ctime))),
+            ("status", {
+                let mut flags = Vec::new();
+                if s.marked_for_removal {
+                    flags.push("marked for removal (freed at last detach)");
+                }
+                if s.locked {
+                    flags.push("locked in memory");
+                }
+                if flags.is_empty() { "-".to_string() } else { flags.join(", ") }
+            }),
+        ]),
+        None => {
+            rows.extend([("accessed", time(info.atime)), ("modified", time(info.mtime)), ("changed", time(info.ctime))])
+        }
+    }
+    print_pairs(&rows);
+    Ok(())
+}
+
+pub(crate) fn rm(args: RmArgs) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for target in &args.targets {
+        match segment::remove(target) {
+            Ok(()) => println!("removed {target}"),
+            Err(err) => {
+                failed += 1;
+                let hint = match (err.kind(), target) {
+                    (shmkit::ErrorKind::PermissionDenied { .. }, Target::Posix(_)) => {
+                        "; /dev/shm is sticky (mode 1777), so only the owner (or root) may remove an object there"
+                    }
+                    _ => "",
+                };
+                eprintln!("shmkit: {err}{hint}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} targets could not be removed", args.targets.len());
+    }
+    Ok(())
+}
