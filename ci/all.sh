@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Every check, in the order a developer would run them. Called by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "install"
+bash ci/install.sh
+
+step "leak baseline"
+snapshot() {
+  { ls -A /dev/shm 2>/dev/null | sed 's/^/posix /'
+    awk 'NR>1 {print "shm " $1 " " $2}' /proc/sysvipc/shm 2>/dev/null
+    awk 'NR>1 {print "sem " $1 " " $2}' /proc/sysvipc/sem 2>/dev/null
+    awk 'NR>1 {print "msg " $1 " " $2}' /proc/sysvipc/msg 2>/dev/null
+    ls -A "${TMPDIR:-/tmp}" 2>/dev/null | grep '^shmkit-test-' | sed 's/^/tmp /' || true
+  } | sort
+}
+before=$(mktemp)
+snapshot >"$before"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc"
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace
+
+step "cargo test (debug)"
+cargo test --workspace
+
+step "cargo test (release: orderings show up when optimised)"
+cargo test --workspace --release
+
+step "leak check: no IPC object or temp file left by the tests"
+after=$(mktemp)
+snapshot >"$after"
+if ! diff -u "$before" "$after"; then
+  echo "the test suite leaked the objects marked + above" >&2
+  exit 1
+fi
+echo "no leaks"
