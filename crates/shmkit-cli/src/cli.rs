@@ -13,7 +13,7 @@ use shmkit::Target;
 ///
 /// Exit status: 0 success, 1 a failed operation, 2 bad usage.
 #[derive(Debug, Parser)]
-#[command(name = "shmkit", version, about, long_about, max_term_width = 100)]
+#[command(name = "shmkit", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,

@@ -39,6 +39,16 @@ pub enum Op {
     Seal,
     /// Reading the kernel's limits.
     Limits,
+    /// Setting up a synchronization primitive in shared memory.
+    Init,
+    /// Locking a mutex.
+    Lock,
+    /// Unlocking a mutex.
+    Unlock,
+    /// Waiting on a semaphore or event.
+    Wait,
+    /// Posting a semaphore or notifying an event.
+    Post,
 }
 
 impl fmt::Display for Op {
@@ -55,6 +65,11 @@ impl fmt::Display for Op {
             Op::Remove => "remove",
             Op::Seal => "seal",
             Op::Limits => "read limits of",
+            Op::Init => "initialize",
+            Op::Lock => "lock",
+            Op::Unlock => "unlock",
+            Op::Wait => "wait on",
+            Op::Post => "post",
         })
     }
 }
@@ -113,6 +128,22 @@ pub enum ErrorKind {
     /// The object exists but is not what this operation works on (e.g. a
     /// directory where a file was expected, or an empty object).
     WrongType(String),
+    /// A wait ended because its timeout passed.
+    Timeout,
+    /// A non-blocking call would have had to wait.
+    WouldBlock,
+    /// A mutex whose holder died was unlocked without being marked
+    /// consistent; it cannot be locked again until re-initialised.
+    Unrecoverable,
+    /// The calling thread already holds this mutex.
+    Deadlock,
+    /// Shared memory does not hold what it should (wrong magic, version or
+    /// layout, or a value out of range): a bug, a different shmkit version,
+    /// or a hostile peer. The text says what was found.
+    Corrupt(String),
+    /// No primitive has been initialised at this place yet, or its creator
+    /// is still initialising it (or died doing so).
+    NotInitialized,
     /// An argument is not valid; the text says which and why.
     InvalidArgument(String),
     /// Any other operating-system error, by errno.
@@ -204,7 +235,7 @@ impl fmt::Display for Error {
             ErrorKind::LimitExceeded(limit) => write!(f, "{limit}"),
             ErrorKind::TooSmall { requested, actual } => write!(
                 f,
-                "the object has {actual} bytes but {requested} were asked for; mapping past its end would crash with SIGBUS"
+                "the object has {actual} bytes but {requested} were asked for; mapped past its end, stores in its last page would be lost and accesses beyond it would crash with SIGBUS"
             ),
             ErrorKind::SizeMismatch { requested, actual: Some(actual) } => write!(
                 f,
@@ -222,6 +253,15 @@ impl fmt::Display for Error {
                 "the memfd is not sealed against shrinking (seals {seals:#x}); a peer could truncate it and crash us with SIGBUS"
             ),
             ErrorKind::WrongType(what) => write!(f, "it is {what}"),
+            ErrorKind::Timeout => write!(f, "timed out"),
+            ErrorKind::WouldBlock => write!(f, "it would block"),
+            ErrorKind::Unrecoverable => write!(
+                f,
+                "the mutex is unrecoverable: a holder died and the next one unlocked it without marking the data consistent"
+            ),
+            ErrorKind::Deadlock => write!(f, "this thread already holds it"),
+            ErrorKind::Corrupt(what) => write!(f, "shared memory is corrupt: {what}"),
+            ErrorKind::NotInitialized => write!(f, "it is not initialized (or its creator died while initializing it)"),
             ErrorKind::InvalidArgument(why) => write!(f, "{why}"),
             ErrorKind::Os(_) => match &self.source {
                 Some(e) => write!(f, "{e}"),
@@ -247,6 +287,9 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidInput
             }
             ErrorKind::LimitExceeded(_) => io::ErrorKind::OutOfMemory,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::WouldBlock => io::ErrorKind::WouldBlock,
+            ErrorKind::Corrupt(_) => io::ErrorKind::InvalidData,
             _ => match err.raw_os_error() {
                 Some(code) => return io::Error::new(io::Error::from_raw_os_error(code).kind(), err),
                 None => io::ErrorKind::Other,

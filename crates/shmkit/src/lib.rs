@@ -42,6 +42,7 @@
 pub mod error;
 pub mod limits;
 pub mod segment;
+pub mod sync;
 mod sys;
 
 pub use bytemuck::{Pod, Zeroable};

@@ -22,7 +22,8 @@ fn limit_of(err: &shmkit::Error) -> &LimitExceeded {
 #[test]
 fn limits_are_read_and_agree_with_proc() {
     let l = Limits::read().unwrap();
-    let proc = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap().trim().parse::<u64>().unwrap();
+    let proc =
+        |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap().trim().parse::<u64>().unwrap();
     // SAFETY: sysconf has no preconditions.
     assert_eq!(l.page_size, unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64);
     assert_eq!(l.shmmax, proc("kernel/shmmax"));
@@ -36,7 +37,9 @@ fn limits_are_read_and_agree_with_proc() {
 fn posix_segment_larger_than_dev_shm_free_space_fails_at_creation() {
     let (target, _guard) = Backend::Posix.target();
     let request = free_bytes("/dev/shm") + (64 << 20);
-    for result in [Segment::create(&target, request as usize), Segment::options().size(request as usize).open_or_create(&target)] {
+    for result in
+        [Segment::create(&target, request as usize), Segment::options().size(request as usize).open_or_create(&target)]
+    {
         let err = result.unwrap_err();
         let limit = limit_of(&err);
         assert_eq!(limit.limit, Limit::Space { path: "/dev/shm".into() });

@@ -9,6 +9,7 @@
 #![allow(unreachable_pub)]
 
 mod children;
+mod examples;
 mod fork;
 mod limits;
 mod segment;

@@ -14,6 +14,19 @@ fn pages(bytes: u64) -> u64 {
     bytes.div_ceil(shmkit::limits::page_size() as u64)
 }
 
+/// `1 page`, `2 pages`.
+fn pages_text(bytes: u64) -> String {
+    match pages(bytes) {
+        1 => "1 page".into(),
+        n => format!("{n} pages"),
+    }
+}
+
+/// `1 byte`, `2 bytes`.
+fn bytes_text(bytes: u64) -> String {
+    if bytes == 1 { "1 byte".into() } else { format!("{bytes} bytes") }
+}
+
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Sysv => "sysv",
@@ -45,10 +58,10 @@ pub(crate) fn create(args: CreateArgs) -> anyhow::Result<()> {
     } else {
         let id = seg.sysv_id().map(|id| format!(" (shmid {id})")).unwrap_or_default();
         println!(
-            "created {}{id}: {} bytes, {} pages ({} bytes mapped), mode {:04o}",
+            "created {}{id}: {}, {} ({} bytes mapped), mode {:04o}",
             seg.name(),
-            info.size,
-            pages(info.size),
+            bytes_text(info.size),
+            pages_text(info.size),
             pages(info.size) * page,
             info.mode
         );
@@ -95,11 +108,9 @@ pub(crate) fn read(args: ReadArgs) -> anyhow::Result<()> {
     while done < len {
         let n = buf.len().min(len - done);
         seg.read_at(args.offset + done, &mut buf[..n])?;
-        if args.cstr {
-            if let Some(nul) = buf[..n].iter().position(|&b| b == 0) {
-                out.write_all(&buf[..nul])?;
-                break;
-            }
+        if let Some(nul) = buf[..n].iter().position(|&b| b == 0).filter(|_| args.cstr) {
+            out.write_all(&buf[..nul])?;
+            break;
         }
         out.write_all(&buf[..n])?;
         done += n;
@@ -163,10 +174,10 @@ pub(crate) fn info(args: InfoArgs) -> anyhow::Result<()> {
         (
             "size",
             format!(
-                "{} bytes ({}), {} pages = {} bytes mapped",
-                info.size,
+                "{} ({}), {} = {} bytes mapped",
+                bytes_text(info.size),
                 human_size(info.size),
-                pages(info.size),
+                pages_text(info.size),
                 pages(info.size) * page
             ),
         ),

@@ -422,6 +422,26 @@ impl Segment {
         self.ptr
     }
 
+    /// The address of `len` bytes at `offset`, checked to be inside the
+    /// segment, aligned to `align`, and writable: where `sync` and `channel`
+    /// place their shared structures.
+    pub(crate) fn region(&self, op: Op, offset: usize, len: usize, align: usize) -> Result<NonNull<u8>> {
+        self.check_range(op, offset, len)?;
+        if !offset.is_multiple_of(align) {
+            return Err(Error::invalid(
+                op,
+                self.label.clone(),
+                format!("offset {offset} is not a multiple of {align}"),
+            ));
+        }
+        if !self.writable {
+            return Err(Error::new(op, self.label.clone(), ErrorKind::ReadOnly));
+        }
+        // SAFETY: `offset + len <= self.len` was checked, so the result is
+        // inside the mapping and not null.
+        Ok(unsafe { self.ptr.add(offset) })
+    }
+
     fn check_range(&self, op: Op, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
@@ -542,8 +562,9 @@ impl Segment {
             Backing::Fd { path: Some(path), .. } => sys::fs::unlink(path),
             Backing::Fd { path: None, .. } | Backing::Anonymous => Ok(()),
         };
+        result.map_err(|e| Error::os(Op::Remove, self.label.clone(), e))?;
         self.removed = true;
-        result.map_err(|e| Error::os(Op::Remove, self.label.clone(), e))
+        Ok(())
     }
 
     /// Keeps the object after this segment is dropped (ownership released).

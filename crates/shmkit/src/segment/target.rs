@@ -185,6 +185,19 @@ fn parse_int(text: &str) -> Option<i64> {
     Some(if neg { -value } else { value })
 }
 
+impl FromStr for SysvKey {
+    type Err = Error;
+
+    /// Parses a key as `sysv:KEY` does: decimal, `0x` hex (up to
+    /// `0xffffffff`), or `IPC_PRIVATE`.
+    fn from_str(text: &str) -> Result<SysvKey> {
+        match format!("sysv:{text}").parse::<Target>()? {
+            Target::Sysv(key) => Ok(key),
+            _ => unreachable!("a sysv: target parses to Target::Sysv"),
+        }
+    }
+}
+
 impl FromStr for Target {
     type Err = Error;
 

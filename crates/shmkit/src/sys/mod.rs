@@ -15,6 +15,10 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod fs;
+pub(crate) mod futex;
 pub(crate) mod mman;
 pub(crate) mod proc;
+pub(crate) mod psem;
+pub(crate) mod pthread;
+pub(crate) mod sem;
 pub(crate) mod sysv;

@@ -1,0 +1,155 @@
+//! An event (an "eventcount"): wait until a condition on shared memory
+//! holds, woken by `notify_one`/`notify_all` from any process.
+//!
+//! Layout (64 bytes, after the 16-byte header):
+//!
+//! | offset | field | meaning |
+//! |---|---|---|
+//! | 16 | `epoch` | bumped by every notify; sleepers wait on this word |
+//! | 20 | `sleepers` | processes asleep (or about to sleep) in a wait |
+//!
+//! The waiter registers in `sleepers`, reads `epoch`, checks its condition,
+//! and sleeps only while `epoch` is unchanged. The notifier changes the
+//! condition, bumps `epoch`, and reads `sleepers`: zero means no process can
+//! be asleep with a stale view, so no system call is made. All of these are
+//! `SeqCst`, so the notifier sees the registration or the waiter sees the new
+//! epoch (and then the condition): a wake-up cannot be lost.
+
+use std::time::{Duration, Instant};
+
+use super::primitive::{AtomicU32, Ordering};
+use super::{HEADER_SIZE, Place, error, remaining, spin_then};
+use crate::error::{ErrorKind, Op, Result};
+use crate::segment::Segment;
+use crate::sys::futex;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"SKev");
+const VERSION: u32 = 1;
+
+/// A notification placed in a [`Segment`]: processes wait for a condition
+/// (any closure over shared state) and others wake them after changing it.
+///
+/// # Examples
+///
+/// ```
+/// use shmkit::Segment;
+/// use shmkit::sync::Event;
+/// use std::time::Duration;
+///
+/// let seg = Segment::options().size(4096).anonymous()?;
+/// let event = Event::create(&seg, 0)?;
+/// event.notify_all(); // nobody waits: no system call
+/// let err = event.wait_until(|| false, Some(Duration::from_millis(1))).unwrap_err();
+/// assert_eq!(*err.kind(), shmkit::ErrorKind::Timeout);
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Event<'a> {
+    place: Place<'a>,
+}
+
+impl<'a> Event<'a> {
+    /// Bytes an event occupies; its offset must be a multiple of 64.
+    pub const SIZE: usize = 64;
+
+    /// Initialises an event at `offset` of `segment`.
+    ///
+    /// # Errors
+    ///
+    /// The place is outside, misaligned or read-only, or taken.
+    pub fn create(segment: &'a Segment, offset: usize) -> Result<Self> {
+        let place = Place::new(segment, offset, Self::SIZE, "event")?;
+        place.init(MAGIC, VERSION, 0, || Ok(()))?;
+        Ok(Event { place })
+    }
+
+    /// Opens an event another process created.
+    ///
+    /// # Errors
+    ///
+    /// Nothing (or something else) was initialised there.
+    pub fn open(segment: &'a Segment, offset: usize) -> Result<Self> {
+        let place = Place::new(segment, offset, Self::SIZE, "event")?;
+        place.open(MAGIC, VERSION, 0, "event")?;
+        Ok(Event { place })
+    }
+
+    /// Creates the event, or opens it if another process was first.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    pub fn open_or_create(segment: &'a Segment, offset: usize) -> Result<Self> {
+        let place = Place::new(segment, offset, Self::SIZE, "event")?;
+        place.init_or_open(MAGIC, VERSION, 0, "event", || Ok(()))?;
+        Ok(Event { place })
+    }
+
+    fn epoch(&self) -> &'a AtomicU32 {
+        self.place.word(HEADER_SIZE)
+    }
+
+    fn sleepers(&self) -> &'a AtomicU32 {
+        self.place.word(HEADER_SIZE + 4)
+    }
+
+    /// Wakes one waiter. Call it after making the condition true.
+    pub fn notify_one(&self) {
+        self.notify(1);
+    }
+
+    /// Wakes every waiter. Call it after making the condition true.
+    pub fn notify_all(&self) {
+        self.notify(i32::MAX as u32);
+    }
+
+    fn notify(&self, count: u32) {
+        // SYNC POINT: SeqCst bump, then SeqCst read of `sleepers` (see the
+        // module docs for why a wake-up cannot be lost).
+        self.epoch().fetch_add(1, Ordering::SeqCst);
+        if self.sleepers().load(Ordering::SeqCst) > 0 {
+            futex::wake(self.epoch(), count);
+        }
+    }
+
+    /// Waits until `condition()` returns true, at most `timeout`
+    /// (`None`: no limit). The condition is checked at once, then while
+    /// spinning briefly, then after every wake-up.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] if the condition did not hold in time.
+    pub fn wait_until(&self, mut condition: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if spin_then(&mut condition) {
+            return Ok(());
+        }
+        loop {
+            let left = remaining(deadline);
+            if left == Some(Duration::ZERO) {
+                return Err(error(Op::Wait, &self.place, ErrorKind::Timeout));
+            }
+            self.sleepers().fetch_add(1, Ordering::SeqCst);
+            let epoch = self.epoch().load(Ordering::SeqCst);
+            if condition() {
+                self.sleepers().fetch_sub(1, Ordering::SeqCst);
+                return Ok(());
+            }
+            futex::wait(self.epoch(), epoch, left);
+            self.sleepers().fetch_sub(1, Ordering::SeqCst);
+            if condition() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for the next notify, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] if no notify came in time.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+        let start = self.epoch().load(Ordering::SeqCst);
+        self.wait_until(|| self.epoch().load(Ordering::SeqCst) != start, timeout)
+    }
+}

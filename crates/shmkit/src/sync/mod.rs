@@ -1,0 +1,215 @@
+//! Process-shared synchronization placed inside any [`Segment`]: a robust
+//! [`Mutex`], a counting [`Semaphore`], and an [`Event`] to wait for a
+//! condition; plus the classic semaphores C programs use, System V
+//! [`SemSet`] and POSIX [`NamedSemaphore`].
+//!
+//! Shared memory has no synchronization of its own: the tutorials poll a
+//! `written` flag with `sleep(1)`. These primitives wait without polling:
+//! they spin briefly (with the CPU's pause instruction), then sleep on a
+//! shared futex, and a notify makes a system call only when someone sleeps.
+//! Every wait has a timeout variant, measured on the monotonic clock.
+//!
+//! Each primitive placed in a segment starts with a 16-byte header (init
+//! state, magic, layout version, a layout parameter): `create` writes it
+//! last, after the primitive is ready, and `open` checks it, so a process
+//! never uses a half-initialised or foreign primitive.
+//!
+//! # Examples
+//!
+//! ```
+//! use shmkit::Segment;
+//! use shmkit::sync::Semaphore;
+//!
+//! let seg = Segment::options().size(4096).anonymous()?;
+//! let sem = Semaphore::create(&seg, 0, 1)?;
+//! sem.wait()?;                 // takes the one unit
+//! assert!(sem.try_wait().is_err());
+//! sem.post()?;
+//! assert_eq!(sem.value(), 1);
+//! # Ok::<(), shmkit::Error>(())
+//! ```
+
+#![allow(unsafe_code)]
+
+mod event;
+mod mutex;
+mod named;
+pub(crate) mod primitive;
+mod semaphore;
+mod sysv;
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+pub use self::event::Event;
+pub use self::mutex::{LockError, Mutex, MutexGuard};
+pub use self::named::NamedSemaphore;
+use self::primitive::{AtomicU32, Ordering, spin_loop};
+pub use self::semaphore::Semaphore;
+pub use self::sysv::SemSet;
+use crate::error::{Error, ErrorKind, Op, Result};
+use crate::segment::Segment;
+
+/// How many times a waiter checks its condition, with a pause between
+/// checks, before it sleeps in the kernel. About a microsecond or two: long
+/// enough to catch a peer that answers at once on another core, short enough
+/// not to waste a core.
+pub(crate) const SPIN_LIMIT: u32 = 200;
+
+const UNINIT: u32 = 0;
+const INITIALIZING: u32 = 1;
+const READY: u32 = 2;
+
+/// Size of the header every primitive starts with.
+pub(crate) const HEADER_SIZE: usize = 16;
+
+/// The place of one primitive in a segment: a checked address, tied to the
+/// segment's borrow so it cannot outlive the mapping.
+#[derive(Debug, Clone)]
+pub(crate) struct Place<'a> {
+    ptr: NonNull<u8>,
+    label: String,
+    _segment: PhantomData<&'a Segment>,
+}
+
+// SAFETY: a Place is an address in a process-wide mapping that lives as long
+// as `'a`; everything done through it is atomic or synchronized by the
+// primitive that owns it.
+unsafe impl Send for Place<'_> {}
+// SAFETY: see `Send`.
+unsafe impl Sync for Place<'_> {}
+
+impl<'a> Place<'a> {
+    /// Checks that `size` bytes at `offset` fit, are aligned to 64 (a cache
+    /// line, which also suits every type inside) and are writable.
+    pub(crate) fn new(segment: &'a Segment, offset: usize, size: usize, what: &str) -> Result<Place<'a>> {
+        let label = format!("{} at offset {offset} ({what})", segment.name());
+        let ptr =
+            segment.region(Op::Init, offset, size, 64).map_err(|e| Error::new(e.op(), &label, e.kind().clone()))?;
+        Ok(Place { ptr, label, _segment: PhantomData })
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The byte address at `offset` inside the primitive.
+    pub(crate) fn at(&self, offset: usize) -> *mut u8 {
+        // SAFETY: callers pass offsets inside the size checked by `new`.
+        unsafe { self.ptr.as_ptr().add(offset) }
+    }
+
+    /// The 32-bit word at `offset` (a multiple of 4) as an atomic.
+    ///
+    /// An `&AtomicU32` into shared memory is sound even though other
+    /// processes write it: atomics are made for concurrent modification.
+    pub(crate) fn word(&self, offset: usize) -> &'a AtomicU32 {
+        debug_assert!(offset.is_multiple_of(4));
+        // SAFETY: the address is inside the checked region, 4-aligned (the
+        // region is 64-aligned and `offset` a multiple of 4), and the mapping
+        // lives for `'a`. Every access to it is atomic.
+        unsafe { AtomicU32::from_ptr(self.at(offset).cast::<u32>()) }
+    }
+
+    /// Claims the place for a new primitive: `UNINIT` → `INITIALIZING`, runs
+    /// `setup`, then publishes the header with `READY` (release), so that an
+    /// opener that sees `READY` (acquire) sees everything `setup` wrote.
+    pub(crate) fn init(&self, magic: u32, version: u32, param: u32, setup: impl FnOnce() -> Result<()>) -> Result<()> {
+        let state = self.word(0);
+        match state.compare_exchange(UNINIT, INITIALIZING, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {}
+            Err(INITIALIZING | READY) => {
+                return Err(Error::new(Op::Init, &self.label, ErrorKind::AlreadyExists));
+            }
+            Err(other) => {
+                return Err(Error::new(Op::Init, &self.label, ErrorKind::Corrupt(format!("init state {other}"))));
+            }
+        }
+        if let Err(e) = setup() {
+            state.store(UNINIT, Ordering::Release);
+            return Err(e);
+        }
+        self.word(4).store(magic, Ordering::Relaxed);
+        self.word(8).store(version, Ordering::Relaxed);
+        self.word(12).store(param, Ordering::Relaxed);
+        // SYNC POINT: publishes the primitive to openers (acquire in `open`).
+        state.store(READY, Ordering::Release);
+        Ok(())
+    }
+
+    /// Checks the header of an existing primitive. A creator that is still
+    /// initialising is waited for, at most `INIT_WAIT`.
+    pub(crate) fn open(&self, magic: u32, version: u32, param: u32, what: &str) -> Result<()> {
+        const INIT_WAIT: Duration = Duration::from_millis(200);
+        let start = Instant::now();
+        let state = loop {
+            // SYNC POINT: pairs with the release store in `init`.
+            match self.word(0).load(Ordering::Acquire) {
+                INITIALIZING if start.elapsed() < INIT_WAIT => std::thread::sleep(Duration::from_micros(100)),
+                s => break s,
+            }
+        };
+        let corrupt = |what: String| Err(Error::new(Op::Open, &self.label, ErrorKind::Corrupt(what)));
+        match state {
+            READY => {}
+            UNINIT | INITIALIZING => return Err(Error::new(Op::Open, &self.label, ErrorKind::NotInitialized)),
+            other => return corrupt(format!("init state {other}")),
+        }
+        let (m, v, p) = (
+            self.word(4).load(Ordering::Relaxed),
+            self.word(8).load(Ordering::Relaxed),
+            self.word(12).load(Ordering::Relaxed),
+        );
+        if m != magic {
+            return corrupt(format!("magic {m:#010x}: this is not a {what}"));
+        }
+        if v != version {
+            return corrupt(format!("layout version {v:#x}, this build uses {version:#x}"));
+        }
+        if p != param {
+            return corrupt(format!("layout parameter {p} (payload size), expected {param}"));
+        }
+        Ok(())
+    }
+
+    /// `init`, or `open` if another process initialised it first.
+    pub(crate) fn init_or_open(
+        &self,
+        magic: u32,
+        version: u32,
+        param: u32,
+        what: &str,
+        setup: impl FnOnce() -> Result<()>,
+    ) -> Result<bool> {
+        match self.init(magic, version, param, setup) {
+            Ok(()) => Ok(true),
+            Err(e) if *e.kind() == ErrorKind::AlreadyExists => self.open(magic, version, param, what).map(|()| false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The error for a primitive operation.
+pub(crate) fn error(op: Op, place: &Place<'_>, kind: ErrorKind) -> Error {
+    Error::new(op, place.label(), kind)
+}
+
+/// Checks `ready()` up to [`SPIN_LIMIT`] times with a pause between checks;
+/// true as soon as it holds. The first half of spin-then-park: callers
+/// sleep on a futex when this returns false.
+pub(crate) fn spin_then<F: FnMut() -> bool>(mut ready: F) -> bool {
+    for _ in 0..SPIN_LIMIT {
+        if ready() {
+            return true;
+        }
+        spin_loop();
+    }
+    ready()
+}
+
+/// Time left until `deadline` (`None`: no deadline); `Some(ZERO)` once it
+/// has passed.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
