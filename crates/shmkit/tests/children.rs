@@ -16,6 +16,10 @@ pub fn dispatch(role: &str, args: &[String]) -> i32 {
         "file-writer" => file_writer(&args[0].parse().unwrap(), num(1), num(2) as u8),
         "memfd-read" => memfd_read(num(0) as i32, num(1), num(2) as u8),
         "sysv-limits-in-namespace" => crate::limits::in_private_ipc_namespace(),
+        "mutex-increment" => crate::primitives::mutex_increment(&args[0].parse().unwrap(), num(1) as u64),
+        "mutex-hold-forever" => crate::primitives::mutex_hold_forever(&args[0].parse().unwrap()),
+        "semaphore-wait" => crate::primitives::semaphore_wait(&args[0].parse().unwrap()),
+        "event-wait" => crate::primitives::event_wait(&args[0].parse().unwrap()),
         other => {
             eprintln!("unknown child role {other:?}");
             90

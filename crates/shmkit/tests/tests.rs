@@ -12,6 +12,7 @@ mod children;
 mod examples;
 mod fork;
 mod limits;
+mod primitives;
 mod segment;
 mod util;
 

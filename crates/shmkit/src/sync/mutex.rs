@@ -162,7 +162,12 @@ impl<'a, T: Pod> Mutex<'a, T> {
     ///
     /// As [`lock`](Self::lock), plus [`ErrorKind::WouldBlock`].
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.lock_with(Some(Duration::ZERO))
+        match self.lock_with(Some(Duration::ZERO)) {
+            Err(LockError::Failed(e)) if *e.kind() == ErrorKind::Timeout => {
+                Err(LockError::Failed(e.with_kind(ErrorKind::WouldBlock)))
+            }
+            other => other,
+        }
     }
 
     /// Locks, waiting at most `timeout` (monotonic clock).

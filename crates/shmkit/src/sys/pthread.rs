@@ -47,29 +47,37 @@ fn check(code: libc::c_int) -> io::Result<()> {
     if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(code)) }
 }
 
-/// `pthread_mutex_lock`, `pthread_mutex_trylock` (`timeout == Some(ZERO)`)
-/// or `pthread_mutex_clocklock(CLOCK_MONOTONIC)`.
+/// `pthread_mutex_lock` (`timeout == None`), or
+/// `pthread_mutex_clocklock(CLOCK_MONOTONIC)`. A zero timeout is a try-lock
+/// that reports `ETIMEDOUT` when the mutex is held.
+///
+/// The try-lock is not `pthread_mutex_trylock`: on a robust mutex that has
+/// become unrecoverable, glibc's trylock returns `ENOTRECOVERABLE` but leaves
+/// the lock word owned by the caller (it compares the word's old value with
+/// the caller's tid instead of the new one), so the caller's next lock fails
+/// with `EDEADLK` and nobody else can ever take it. `clocklock` with a
+/// deadline in the past takes the same fast path without that flaw.
 ///
 /// # Safety
 ///
 /// `m` must point to a mutex initialised by [`init`] in a live mapping.
 pub(crate) unsafe fn lock(m: *mut libc::pthread_mutex_t, timeout: Option<Duration>) -> Code {
-    match timeout {
+    let Some(d) = timeout else {
         // SAFETY: forwarded from the caller.
-        None => unsafe { libc::pthread_mutex_lock(m) },
-        // SAFETY: forwarded from the caller.
-        Some(Duration::ZERO) => unsafe { libc::pthread_mutex_trylock(m) },
-        Some(d) => {
-            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-            let total = Duration::new(now.tv_sec as u64, now.tv_nsec as u32).saturating_add(d);
-            let abs = libc::timespec {
-                tv_sec: total.as_secs().min(i64::MAX as u64) as libc::time_t,
-                tv_nsec: libc::c_long::from(total.subsec_nanos() as i32),
-            };
-            // SAFETY: forwarded from the caller; `abs` outlives the call.
-            unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &abs) }
+        return unsafe { libc::pthread_mutex_lock(m) };
+    };
+    let abs = if d.is_zero() {
+        libc::timespec { tv_sec: 0, tv_nsec: 0 }
+    } else {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let total = Duration::new(now.tv_sec as u64, now.tv_nsec as u32).saturating_add(d);
+        libc::timespec {
+            tv_sec: total.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(total.subsec_nanos() as i32),
         }
-    }
+    };
+    // SAFETY: forwarded from the caller; `abs` outlives the call.
+    unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &abs) }
 }
 
 /// `pthread_mutex_unlock`.
