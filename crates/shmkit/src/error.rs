@@ -49,6 +49,10 @@ pub enum Op {
     Wait,
     /// Posting a semaphore or notifying an event.
     Post,
+    /// Sending on a channel.
+    Send,
+    /// Receiving from a channel.
+    Recv,
 }
 
 impl fmt::Display for Op {
@@ -70,6 +74,8 @@ impl fmt::Display for Op {
             Op::Unlock => "unlock",
             Op::Wait => "wait on",
             Op::Post => "post",
+            Op::Send => "send on",
+            Op::Recv => "receive from",
         })
     }
 }
@@ -137,6 +143,9 @@ pub enum ErrorKind {
     Unrecoverable,
     /// The calling thread already holds this mutex.
     Deadlock,
+    /// The previous holder of a mutex died holding it (reported once per
+    /// death, to the next locker).
+    OwnerDied,
     /// Shared memory does not hold what it should (wrong magic, version or
     /// layout, or a value out of range): a bug, a different shmkit version,
     /// or a hostile peer. The text says what was found.
@@ -144,6 +153,21 @@ pub enum ErrorKind {
     /// No primitive has been initialised at this place yet, or its creator
     /// is still initialising it (or died doing so).
     NotInitialized,
+    /// The other end of a channel closed or died (after everything it sent
+    /// was received).
+    Disconnected,
+    /// A message is larger than the channel carries.
+    MessageTooLarge {
+        /// Bytes of the message.
+        len: u64,
+        /// The most the channel carries.
+        max: u64,
+    },
+    /// The end of a channel is already held by another live process.
+    Busy {
+        /// That process.
+        pid: u32,
+    },
     /// An argument is not valid; the text says which and why.
     InvalidArgument(String),
     /// Any other operating-system error, by errno.
@@ -260,8 +284,14 @@ impl fmt::Display for Error {
                 "the mutex is unrecoverable: a holder died and the next one unlocked it without marking the data consistent"
             ),
             ErrorKind::Deadlock => write!(f, "this thread already holds it"),
+            ErrorKind::OwnerDied => write!(f, "its previous holder died holding it"),
             ErrorKind::Corrupt(what) => write!(f, "shared memory is corrupt: {what}"),
             ErrorKind::NotInitialized => write!(f, "it is not initialized (or its creator died while initializing it)"),
+            ErrorKind::Disconnected => write!(f, "the other end closed or died"),
+            ErrorKind::MessageTooLarge { len, max } => {
+                write!(f, "a message of {len} bytes is larger than the {max} bytes the channel carries")
+            }
+            ErrorKind::Busy { pid } => write!(f, "process {pid} holds this end already"),
             ErrorKind::InvalidArgument(why) => write!(f, "{why}"),
             ErrorKind::Os(_) => match &self.source {
                 Some(e) => write!(f, "{e}"),
@@ -289,6 +319,7 @@ impl From<Error> for io::Error {
             ErrorKind::LimitExceeded(_) => io::ErrorKind::OutOfMemory,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::WouldBlock => io::ErrorKind::WouldBlock,
+            ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
             ErrorKind::Corrupt(_) => io::ErrorKind::InvalidData,
             _ => match err.raw_os_error() {
                 Some(code) => return io::Error::new(io::Error::from_raw_os_error(code).kind(), err),

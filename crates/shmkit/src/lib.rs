@@ -39,13 +39,15 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod channel;
 pub mod error;
 pub mod limits;
+pub mod registry;
 pub mod segment;
 pub mod sync;
 mod sys;
 
-pub use bytemuck::{Pod, Zeroable};
+pub use bytemuck::{self, Pod, Zeroable};
 
 pub use crate::error::{Error, ErrorKind, Op, Result};
 pub use crate::limits::{Limit, LimitExceeded, Limits};

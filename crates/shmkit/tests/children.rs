@@ -20,6 +20,9 @@ pub fn dispatch(role: &str, args: &[String]) -> i32 {
         "mutex-hold-forever" => crate::primitives::mutex_hold_forever(&args[0].parse().unwrap()),
         "semaphore-wait" => crate::primitives::semaphore_wait(&args[0].parse().unwrap()),
         "event-wait" => crate::primitives::event_wait(&args[0].parse().unwrap()),
+        "ring-producer" => crate::ring::ring_producer(&args[0], num(1) as u64, num(2) as u64),
+        "ring-producer-forever" => crate::ring::ring_producer_forever(&args[0]),
+        "ring-idle-consumer" => crate::ring::ring_idle_consumer(&args[0]),
         other => {
             eprintln!("unknown child role {other:?}");
             90

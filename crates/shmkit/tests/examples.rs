@@ -366,3 +366,224 @@ fn page_boundary_gives_errors_not_signals() {
     run("page_boundary", &[utf8(&path)]).failure();
     assert_eq!(std::fs::read(&path).expect("still there"), b"keep me");
 }
+
+// ---------------------------------------------------------------------------
+// chat and counter: examples that run side by side
+// ---------------------------------------------------------------------------
+
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::Child;
+
+/// An example started in the background, with `input` (if any) written to
+/// its standard input, which is then closed. The watchdog counts from the
+/// start; dropping it unfinished (a failing test) kills its process group.
+struct Started {
+    what: String,
+    child: Child,
+    stdout: Option<thread::JoinHandle<String>>,
+    stderr: Option<thread::JoinHandle<String>>,
+    deadline: Instant,
+    finished: bool,
+}
+
+fn start(name: &str, args: &[&str], input: Option<&[u8]>) -> Started {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .process_group(0)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // The child may stop reading early (at `end`): a broken pipe is fine.
+        thread::spawn(move || drop(pipe.write_all(&input)));
+    }
+    Started {
+        what: format!("{name} {args:?}"),
+        stdout: Some(drain(child.stdout.take())),
+        stderr: Some(drain(child.stderr.take())),
+        child,
+        deadline: Instant::now() + WATCHDOG,
+        finished: false,
+    }
+}
+
+impl Started {
+    /// Whether it is still running.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait on an example").is_none()
+    }
+
+    /// Waits for it to end (killing it after the watchdog) and collects its
+    /// output.
+    fn finish(mut self) -> Outcome {
+        let status = loop {
+            match self.child.try_wait().expect("try_wait on an example") {
+                Some(status) => break status,
+                None if Instant::now() >= self.deadline => {
+                    self.kill();
+                    panic!("example {} ran longer than {WATCHDOG:?} and was killed", self.what);
+                }
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        self.finished = true;
+        let stdout = self.stdout.take().expect("stdout reader").join().expect("stdout reader");
+        let stderr = self.stderr.take().expect("stderr reader").join().expect("stderr reader");
+        Outcome { status, stdout, stderr }
+    }
+
+    fn kill(&mut self) {
+        let _ = kill_process_group(Pid::from_child(&self.child), Signal::KILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.finished = true;
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.kill();
+        }
+    }
+}
+
+/// Waits until `target` exists, while `started` still runs (checked under
+/// the watchdog).
+fn wait_for_object(target: &Target, started: &mut Started) {
+    while is_free(target) {
+        assert!(started.running(), "example {} ended before creating {target}", started.what);
+        assert!(Instant::now() < started.deadline, "example {} did not create {target} in {WATCHDOG:?}", started.what);
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn chat_reader_first_prints_every_line() {
+    let mut cleanup = Cleanup::default();
+    let name = unique("chat");
+    let target = cleanup.target(Target::posix(&name).expect("a valid name"));
+    // 4501 bytes of 3-byte characters: split into three messages, the cuts
+    // falling between characters.
+    let long = format!("{}x", "长".repeat(1500));
+    let lines = ["hello", "", "  two leading spaces", "你好, shared memory", &long, "endless is not end", "no newline"];
+    let input = lines.join("\n"); // the last line has no newline, then EOF
+
+    let mut reader = start("chat", &["reader", &name], None);
+    wait_for_object(&target, &mut reader);
+    let writer = start("chat", &["writer", &name], Some(input.as_bytes()));
+
+    writer.finish().success().stderr_has(&format!("sent {} lines, then `end`", lines.len()));
+    let out = reader.finish().success();
+    assert_eq!(out.stdout, format!("{}\n", lines.join("\n")), "\n{out}");
+    out.stderr_has("removed");
+    assert!(is_free(&target), "the reader removes the segment");
+}
+
+#[test]
+fn chat_writer_first_stops_at_end() {
+    let mut cleanup = Cleanup::default();
+    let name = unique("chat");
+    let target = cleanup.target(Target::posix(&name).expect("a valid name"));
+    let input = "first line\nsecond line\nend\nnot sent\n";
+
+    let mut writer = start("chat", &["writer", &format!("/{name}")], Some(input.as_bytes()));
+    // The writer creates the segment and sends the first line; it waits for
+    // the reader before the second.
+    wait_for_object(&target, &mut writer);
+    let reader = start("chat", &["reader", &name], None);
+
+    let out = reader.finish().success();
+    assert_eq!(out.stdout, "first line\nsecond line\n", "\n{out}");
+    writer.finish().success().stderr_has("sent 2 lines, then `end`");
+    assert!(is_free(&target), "the reader removes the segment");
+
+    run("chat", &["talker", &name]).failure().stderr_has("usage");
+    assert!(is_free(&target));
+}
+
+/// The values the counter processes printed, and the one the last printed.
+fn counter_values(outs: &[Outcome]) -> (Vec<u64>, Vec<u64>) {
+    let value = |out: &Outcome| -> u64 {
+        let line = out.stdout.lines().find(|l| l.ends_with(" when done")).unwrap_or_else(|| panic!("no value:\n{out}"));
+        let word = line.split_whitespace().rev().nth(2).expect("… value N when done");
+        word.parse().unwrap_or_else(|e| panic!("bad value {word:?} ({e}):\n{out}"))
+    };
+    let all = outs.iter().map(value).collect();
+    let last = outs.iter().filter(|o| o.stdout.contains("last one out, removed posix:/")).map(value).collect();
+    (all, last)
+}
+
+#[test]
+fn counter_processes_add_up_and_the_last_removes_the_segment() {
+    const PROCESSES: u64 = 3;
+    const ITERATIONS: u64 = 20_000;
+    let mut cleanup = Cleanup::default();
+    let name = unique("counter");
+    let target = cleanup.target(Target::posix(&name).expect("a valid name"));
+    let (n, wait_for) = (ITERATIONS.to_string(), PROCESSES.to_string());
+
+    let started: Vec<Started> =
+        (0..PROCESSES).map(|_| start("counter", &[&name, &n, "--wait-for", &wait_for], None)).collect();
+    let outs: Vec<Outcome> = started.into_iter().map(|s| s.finish().success()).collect();
+
+    let (all, last) = counter_values(&outs);
+    assert_eq!(last, [PROCESSES * ITERATIONS], "exactly one process is last and sees the total: {outs:#?}");
+    assert_eq!(all.iter().max(), Some(&(PROCESSES * ITERATIONS)), "{outs:#?}");
+    assert!(all.iter().all(|&v| v >= ITERATIONS), "each saw at least its own increments: {outs:#?}");
+    assert!(is_free(&target), "the last process removes the segment");
+}
+
+#[test]
+fn counter_recovers_when_a_holder_dies_with_the_lock() {
+    let mut cleanup = Cleanup::default();
+    let name = unique("counter");
+    let target = cleanup.target(Target::posix(&name).expect("a valid name"));
+
+    let crashed = run("counter", &[&name, "50000", "--crash-after", "3000"]);
+    assert_eq!(crashed.status.signal(), Some(libc::SIGKILL), "\n{crashed}");
+    crashed.stderr_has("crashing (SIGKILL) while holding the lock, after 3000 increments");
+    assert!(!is_free(&target), "a killed member leaves the segment");
+
+    // The survivor repairs the lock at its first lock, then locks it 1000
+    // more times: without `mark_consistent` those would fail.
+    let out = run("counter", &[&name, "1000"]).success();
+    out.stderr_has("a process died holding the lock")
+        .stderr_has("dropped 1 dead member(s)")
+        .stdout_has("added 1000, value 4000 when done")
+        .stdout_has("last one out, removed");
+    assert!(is_free(&target), "the survivor, last one out, removes the segment");
+}
+
+#[test]
+fn chat_reader_rejects_a_corrupt_length() {
+    use bytemuck::{Pod, Zeroable};
+    use shmkit::sync::{Mutex, Semaphore};
+
+    /// The chat example's slot, as a hostile writer would fill it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct Slot {
+        len: u32,
+        flags: u32,
+        text: [u8; 2048],
+    }
+
+    let mut cleanup = Cleanup::default();
+    let name = unique("chat");
+    let target = cleanup.target(Target::posix(&name).expect("a valid name"));
+    // The example's layout: `empty` at 0, `filled` at 64, the slot at 128.
+    let seg = shmkit::Segment::create(&target, 128 + Mutex::<Slot>::SIZE).expect("create the chat segment");
+    let _empty = Semaphore::create(&seg, 0, 0).expect("empty");
+    let _filled = Semaphore::create(&seg, 64, 1).expect("filled: a message is waiting");
+    let _slot = Mutex::create(&seg, 128, Slot { len: 4096, flags: 0, text: [b'A'; 2048] }).expect("slot");
+
+    let out = run("chat", &["reader", &name]).failure();
+    out.stderr_has("corrupt").stderr_has("length 4096");
+    assert_eq!(out.stdout, "", "nothing of the bad message is printed");
+    assert!(is_free(&target), "the reader removes the segment also after an error");
+}

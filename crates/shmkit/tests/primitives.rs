@@ -386,3 +386,37 @@ fn posix_named_semaphore_basics() {
     drop(sem);
     assert_eq!(*NamedSemaphore::open(&name).unwrap_err().kind(), ErrorKind::NotFound);
 }
+
+#[test]
+fn a_leaked_guard_keeps_its_mapping_alive() {
+    let seg = Segment::options().size(4096).anonymous().unwrap();
+    let address = seg.as_ptr().as_ptr() as usize;
+    let mutex = Mutex::create(&seg, 0, 0u64).unwrap();
+    std::mem::forget(mutex.lock().unwrap());
+    drop(mutex);
+    drop(seg);
+    // glibc's robust list still points into the mapping, so it must stay.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps.lines().any(|line| {
+        let (range, _) = line.split_once(' ').unwrap();
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi) = (usize::from_str_radix(lo, 16).unwrap(), usize::from_str_radix(hi, 16).unwrap());
+        (lo..hi).contains(&address)
+    });
+    assert!(mapped, "the mapping of a segment with a held mutex was unmapped");
+    // Other mutexes keep working.
+    let other = Segment::options().size(4096).anonymous().unwrap();
+    let m = Mutex::create(&other, 0, 1u64).unwrap();
+    assert_eq!(m.lock().unwrap().get(), 1);
+}
+
+#[test]
+fn huge_timeouts_mean_no_timeout() {
+    let seg = Segment::options().size(4096).anonymous().unwrap();
+    let sem = Semaphore::create(&seg, 0, 1).unwrap();
+    sem.wait_timeout(Duration::MAX).unwrap();
+    let event = Event::create(&seg, 64).unwrap();
+    event.wait_until(|| true, Some(Duration::MAX)).unwrap();
+    let mutex = Mutex::create(&seg, 128, 0u8).unwrap();
+    assert!(mutex.lock_timeout(Duration::MAX).is_ok());
+}

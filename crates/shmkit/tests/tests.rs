@@ -13,7 +13,9 @@ mod examples;
 mod fork;
 mod limits;
 mod primitives;
+mod ring;
 mod segment;
+mod sync_interop;
 mod util;
 
 /// Entry point of child processes: the parent starts this binary with

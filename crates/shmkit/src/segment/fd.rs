@@ -119,7 +119,16 @@ pub(super) fn map(
         Some(p) => error(op, label, p, e),
         None => Error::os(op, label, e),
     };
-    let st = sys::fs::fstat(&fd).map_err(err)?;
+    let mut st = sys::fs::fstat(&fd).map_err(err)?;
+    // Another process may have just created the object (O_EXCL) and not yet
+    // sized it: give its ftruncate a moment before calling it too small.
+    let needed = options.size.unwrap_or(1) as u64;
+    let mut tries = 0;
+    while !created && st.is_regular && st.size < needed && tries < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        st = sys::fs::fstat(&fd).map_err(err)?;
+        tries += 1;
+    }
     if !st.is_regular {
         return Err(Error::new(op, label, ErrorKind::WrongType("not a regular file or shared-memory object".into())));
     }
@@ -157,6 +166,13 @@ pub(super) fn grow(seg: &mut Segment, new_len: usize) -> Result<()> {
     };
     if !seg.writable {
         return Err(Error::new(Op::Resize, label, ErrorKind::ReadOnly));
+    }
+    if seg.is_pinned() {
+        return Err(Error::invalid(
+            Op::Resize,
+            label,
+            "a mutex in it is held (perhaps by a leaked guard); it cannot move",
+        ));
     }
     if new_len < seg.len || new_len > isize::MAX as usize {
         return Err(Error::invalid(Op::Resize, label, format!("cannot grow from {} to {new_len} bytes", seg.len)));

@@ -271,6 +271,9 @@ pub struct Segment {
     removed: bool,
     backing: Backing,
     label: String,
+    /// Robust mutexes in this mapping that this process holds (glibc's
+    /// per-thread list points into the mapping while they are held).
+    pinned: std::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: the mapping belongs to the process, not to a thread, and is
@@ -440,6 +443,23 @@ impl Segment {
         // SAFETY: `offset + len <= self.len` was checked, so the result is
         // inside the mapping and not null.
         Ok(unsafe { self.ptr.add(offset) })
+    }
+
+    /// The 32-bit word at `offset` as an atomic, checked to be inside the
+    /// segment and 4-aligned. Stores through it fault on a read-only mapping,
+    /// so callers that store check [`is_writable`](Self::is_writable).
+    ///
+    /// An `&AtomicU32` into shared memory is sound although other processes
+    /// write it: atomics are made for concurrent modification.
+    pub(crate) fn word32(&self, offset: usize) -> Result<&crate::sync::primitive::AtomicU32> {
+        self.check_range(Op::Read, offset, 4)?;
+        if !offset.is_multiple_of(4) {
+            return Err(Error::invalid(Op::Read, self.label.clone(), format!("offset {offset} is not 4-aligned")));
+        }
+        // SAFETY: in bounds (checked), 4-aligned (the mapping is page-aligned
+        // and the offset a multiple of 4), and the reference's lifetime is
+        // tied to `&self`, so it cannot outlive the mapping.
+        Ok(unsafe { crate::sync::primitive::AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) })
     }
 
     fn check_range(&self, op: Op, offset: usize, len: usize) -> Result<()> {
@@ -612,7 +632,23 @@ impl Segment {
             removed: false,
             backing: parts.backing,
             label,
+            pinned: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Records that a robust mutex inside the mapping is held: the mapping
+    /// must then never be unmapped or moved (see `sync::mutex`).
+    pub(crate) fn pin(&self) {
+        self.pinned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Undoes one [`pin`](Self::pin).
+    pub(crate) fn unpin(&self) {
+        self.pinned.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_pinned(&self) -> bool {
+        self.pinned.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Applies the lifetime chosen in `options` (or the default) right after
@@ -636,7 +672,13 @@ impl Drop for Segment {
     fn drop(&mut self) {
         // Errors are ignored: Drop cannot report them, and both calls fail
         // only if the mapping or name is already gone, which is the goal.
-        if let Backing::Sysv { .. } = self.backing {
+        if self.is_pinned() {
+            // A robust mutex in the mapping is still held through a leaked
+            // guard. glibc's robust list points into the mapping, and glibc
+            // writes through it on later lock calls and at thread exit, so
+            // unmapping would let it write into whatever is mapped here next.
+            // Leak the mapping instead.
+        } else if let Backing::Sysv { .. } = self.backing {
             // SAFETY: `ptr` came from shmat and is detached only here.
             let _ = unsafe { sys::sysv::detach(self.ptr) };
         } else {

@@ -14,11 +14,17 @@
 //! be asleep with a stale view, so no system call is made. All of these are
 //! `SeqCst`, so the notifier sees the registration or the waiter sees the new
 //! epoch (and then the condition): a wake-up cannot be lost.
+//!
+//! Known limits: a notifier killed between changing the condition and
+//! waking, or 2^32 notifies while a waiter stalls between reading `epoch` and
+//! sleeping, leave a sleeper asleep with its condition true; sleepers wake at
+//! least once a second to cover both. A waiter killed while asleep leaves
+//! `sleepers` too high, which costs spare wake-up calls from then on.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::primitive::{AtomicU32, Ordering};
-use super::{HEADER_SIZE, Place, error, remaining, spin_then};
+use super::{HEADER_SIZE, Place, Sleeper, deadline_after, error, expired, remaining, spin_then};
 use crate::error::{ErrorKind, Op, Result};
 use crate::segment::Segment;
 use crate::sys::futex;
@@ -120,23 +126,23 @@ impl<'a> Event<'a> {
     ///
     /// [`ErrorKind::Timeout`] if the condition did not hold in time.
     pub fn wait_until(&self, mut condition: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to represent is no timeout.
+        let deadline = timeout.and_then(deadline_after);
+        let unbounded = deadline.is_none();
         if spin_then(&mut condition) {
             return Ok(());
         }
         loop {
-            let left = remaining(deadline);
-            if left == Some(Duration::ZERO) {
+            if !unbounded && expired(deadline) {
                 return Err(error(Op::Wait, &self.place, ErrorKind::Timeout));
             }
-            self.sleepers().fetch_add(1, Ordering::SeqCst);
+            let sleeper = Sleeper::register(self.sleepers());
             let epoch = self.epoch().load(Ordering::SeqCst);
             if condition() {
-                self.sleepers().fetch_sub(1, Ordering::SeqCst);
                 return Ok(());
             }
-            futex::wait(self.epoch(), epoch, left);
-            self.sleepers().fetch_sub(1, Ordering::SeqCst);
+            futex::wait(self.epoch(), epoch, Some(remaining(deadline)));
+            drop(sleeper);
             if condition() {
                 return Ok(());
             }

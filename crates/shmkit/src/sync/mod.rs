@@ -38,7 +38,6 @@ pub(crate) mod primitive;
 mod semaphore;
 mod sysv;
 
-use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -70,7 +69,7 @@ pub(crate) const HEADER_SIZE: usize = 16;
 pub(crate) struct Place<'a> {
     ptr: NonNull<u8>,
     label: String,
-    _segment: PhantomData<&'a Segment>,
+    segment: &'a Segment,
 }
 
 // SAFETY: a Place is an address in a process-wide mapping that lives as long
@@ -87,16 +86,21 @@ impl<'a> Place<'a> {
         let label = format!("{} at offset {offset} ({what})", segment.name());
         let ptr =
             segment.region(Op::Init, offset, size, 64).map_err(|e| Error::new(e.op(), &label, e.kind().clone()))?;
-        Ok(Place { ptr, label, _segment: PhantomData })
+        Ok(Place { ptr, label, segment })
     }
 
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
 
+    pub(crate) fn segment(&self) -> &'a Segment {
+        self.segment
+    }
+
     /// The byte address at `offset` inside the primitive.
     pub(crate) fn at(&self, offset: usize) -> *mut u8 {
-        // SAFETY: callers pass offsets inside the size checked by `new`.
+        // SAFETY: callers pass offsets inside the size checked by `new`
+        // (constants of each primitive's layout).
         unsafe { self.ptr.as_ptr().add(offset) }
     }
 
@@ -208,8 +212,42 @@ pub(crate) fn spin_then<F: FnMut() -> bool>(mut ready: F) -> bool {
     ready()
 }
 
-/// Time left until `deadline` (`None`: no deadline); `Some(ZERO)` once it
-/// has passed.
-pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+/// The deadline `timeout` from now; `None` (no deadline) if it is too far
+/// to represent.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The longest single sleep of an untimed or long wait. A poster killed
+/// between publishing a unit and waking a sleeper would otherwise leave the
+/// sleeper asleep with the unit available; waking at least this often bounds
+/// that delay. It is a safety net, not polling: a live poster always wakes.
+pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Counts this process among a primitive's sleepers while alive, so that a
+/// panicking condition closure cannot leave the count raised.
+pub(crate) struct Sleeper<'a>(pub(crate) &'a AtomicU32);
+
+impl<'a> Sleeper<'a> {
+    pub(crate) fn register(word: &'a AtomicU32) -> Sleeper<'a> {
+        word.fetch_add(1, Ordering::SeqCst);
+        Sleeper(word)
+    }
+}
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Time left until `deadline` (`None`: no deadline), capped at
+/// [`MAX_SLEEP`]; `Some(ZERO)` once it has passed.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(MAX_SLEEP, |d| d.saturating_duration_since(Instant::now()).min(MAX_SLEEP))
+}
+
+/// Whether `deadline` has passed.
+pub(crate) fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }

@@ -16,9 +16,19 @@
 //! without doing so, the mutex becomes unrecoverable and every later lock
 //! fails with [`ErrorKind::Unrecoverable`]: no silent corruption, no hang.
 //!
-//! Limits: a peer that scribbles over the `pthread_mutex_t` itself can make
-//! lock calls fail or wait; use [`Mutex::lock_timeout`] where peers are not
-//! trusted.
+//! **Trusted peers only.** glibc keeps each held robust mutex on a list
+//! whose links live inside the mutex, i.e. in shared memory, and follows and
+//! writes those links on lock and unlock. A peer that scribbles over the
+//! `pthread_mutex_t` can therefore make glibc abort this process (an
+//! assertion) or write peer-chosen values to peer-chosen addresses in it, and
+//! the links reveal addresses of this process to peers. Use [`Mutex`] only
+//! between processes that trust each other; with untrusted peers use a
+//! [`Semaphore`](super::Semaphore) of one unit as the lock (it validates
+//! nothing it could misuse, but it cannot report an owner's death).
+//!
+//! The mapping is kept alive while a guard is held, even a leaked one: if a
+//! segment with a held (or `mem::forget`-ed) guard is dropped, its mapping is
+//! deliberately left in place, because glibc's list still points into it.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -50,15 +60,19 @@ const _: () = assert!(HEADER_SIZE + size_of::<libc::pthread_mutex_t>() <= DATA_O
 ///
 /// ```
 /// use shmkit::Segment;
-/// use shmkit::sync::Mutex;
+/// use shmkit::sync::{LockError, Mutex};
 ///
 /// let seg = Segment::options().size(4096).anonymous()?;
 /// let counter = Mutex::create(&seg, 0, 0u64)?;
-/// {
-///     let mut guard = counter.lock()?;
-///     guard.set(guard.get() + 1);
-/// } // unlocked here
-/// assert_eq!(counter.lock()?.get(), 1);
+/// match counter.lock() {
+///     Ok(mut guard) => guard.set(guard.get() + 1), // unlocked at the end of the arm
+///     Err(LockError::OwnerDied(mut guard)) => {
+///         // A holder died mid-update: repair, then say so.
+///         guard.set(0);
+///         guard.mark_consistent()?;
+///     }
+///     Err(LockError::Failed(e)) => return Err(e),
+/// }
 /// # Ok::<(), shmkit::Error>(())
 /// ```
 pub struct Mutex<'a, T> {
@@ -184,7 +198,10 @@ impl<'a, T: Pod> Mutex<'a, T> {
         // SAFETY: the header check in create/open guarantees an initialised
         // robust mutex at this address, inside a mapping that outlives `self`.
         let code = unsafe { sys::pthread::lock(self.raw(), timeout) };
-        let guard = |owner_died| MutexGuard { mutex: self, owner_died, _not_send: PhantomData };
+        let guard = |owner_died| {
+            self.place.segment().pin();
+            MutexGuard { mutex: self, owner_died, _not_send: PhantomData }
+        };
         let fail = |kind| Err(LockError::Failed(error(Op::Lock, &self.place, kind)));
         match code {
             0 => Ok(guard(false)),
@@ -263,6 +280,7 @@ impl<T: Pod> Drop for MutexGuard<'_, T> {
         // guard dropped after an owner death makes the mutex unrecoverable
         // on purpose.
         let _ = unsafe { sys::pthread::unlock(self.mutex.raw()) };
+        self.mutex.place.segment().unpin();
     }
 }
 
@@ -273,6 +291,11 @@ impl<T: Pod> fmt::Debug for MutexGuard<'_, T> {
 }
 
 /// Why a lock did not simply succeed.
+///
+/// There is deliberately no `From<LockError> for Error`: converting with `?`
+/// would drop the guard of an [`OwnerDied`](LockError::OwnerDied) lock
+/// without repairing the data, which makes the mutex unrecoverable for every
+/// process, for good. Match on it instead.
 pub enum LockError<'m, T: Pod> {
     /// The previous holder died holding the lock. The lock is now held by
     /// this guard; repair the value and call
@@ -283,10 +306,10 @@ pub enum LockError<'m, T: Pod> {
 }
 
 impl<T: Pod> LockError<'_, T> {
-    /// The error kind: [`ErrorKind::Os`]`(EOWNERDEAD)` for an owner death.
+    /// The error kind: [`ErrorKind::OwnerDied`] for an owner death.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LockError::OwnerDied(_) => ErrorKind::Os(libc::EOWNERDEAD),
+            LockError::OwnerDied(_) => ErrorKind::OwnerDied,
             LockError::Failed(e) => e.kind().clone(),
         }
     }
@@ -315,12 +338,3 @@ impl<T: Pod> fmt::Display for LockError<'_, T> {
 }
 
 impl<T: Pod> std::error::Error for LockError<'_, T> {}
-
-impl<T: Pod> From<LockError<'_, T>> for Error {
-    fn from(err: LockError<'_, T>) -> Error {
-        match err {
-            LockError::OwnerDied(g) => Error::new(Op::Lock, g.mutex.place.label(), ErrorKind::Os(libc::EOWNERDEAD)),
-            LockError::Failed(e) => e,
-        }
-    }
-}

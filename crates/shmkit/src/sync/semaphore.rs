@@ -13,15 +13,18 @@
 //! poster reads `sleepers` *after* its increment of `count`; both are
 //! `SeqCst`, so at least one of them sees the other (a lost wake-up would need
 //! each to miss the other's write). A waiter killed while asleep leaves
-//! `sleepers` too high, which costs only spare wake-ups.
+//! `sleepers` too high, which costs spare wake-up calls on every post from
+//! then on. A poster killed between adding its unit and waking a sleeper
+//! leaves the sleeper asleep with a unit available; sleepers wake at least
+//! once a second to cover that case.
 
 use std::time::{Duration, Instant};
 
 use super::primitive::{AtomicU32, Ordering};
-use super::{HEADER_SIZE, Place, error, remaining, spin_then};
+use super::{HEADER_SIZE, Place, Sleeper, deadline_after, error, expired, remaining, spin_then};
 use crate::error::{ErrorKind, Op, Result};
 use crate::segment::Segment;
-use crate::sys::futex::{self, Wake};
+use crate::sys::futex;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SKsm");
 const VERSION: u32 = 1;
@@ -160,7 +163,7 @@ impl<'a> Semaphore<'a> {
     ///
     /// [`ErrorKind::Timeout`] if no unit came in time.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(deadline_after(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
@@ -168,22 +171,16 @@ impl<'a> Semaphore<'a> {
             if spin_then(|| self.try_take()) {
                 return Ok(());
             }
-            let left = remaining(deadline);
-            if left == Some(Duration::ZERO) {
+            if expired(deadline) {
                 return Err(error(Op::Wait, &self.place, ErrorKind::Timeout));
             }
-            self.sleepers().fetch_add(1, Ordering::SeqCst);
+            let sleeper = Sleeper::register(self.sleepers());
             // Sleep only while the count is still zero; a post in between
             // changes it and the futex returns at once.
-            let woke = if self.count().load(Ordering::SeqCst) == 0 {
-                futex::wait(self.count(), 0, left)
-            } else {
-                Wake::Changed
-            };
-            self.sleepers().fetch_sub(1, Ordering::SeqCst);
-            if woke == Wake::TimedOut && !self.try_take() {
-                return Err(error(Op::Wait, &self.place, ErrorKind::Timeout));
+            if self.count().load(Ordering::SeqCst) == 0 {
+                futex::wait(self.count(), 0, Some(remaining(deadline)));
             }
+            drop(sleeper);
         }
     }
 }

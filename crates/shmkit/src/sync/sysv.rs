@@ -42,9 +42,10 @@ impl SemSet {
     /// (`IPC_CREAT | IPC_EXCL`), with exactly `mode`. The set is removed
     /// when dropped unless [`persist`](Self::persist) is called.
     ///
-    /// The values are set before the first `semop`, which records
-    /// `sem_otime`; [`open`](Self::open) waits (briefly) for that, so an
-    /// opener never sees the values before they are set.
+    /// All values are set by one atomic `semop`, which records `sem_otime`;
+    /// [`open`](Self::open) waits (briefly) for that, so an opener never sees
+    /// values before they are set. (A set created with value 0 is ready at
+    /// once.)
     ///
     /// # Errors
     ///
@@ -62,13 +63,13 @@ impl SemSet {
             .map_err(|e| Error::os(Op::Create, &label, e))?;
         let label = if key == SysvKey::PRIVATE { format!("sysv-semid:{id}") } else { label };
         let set = SemSet { id, nsems, label, remove_on_drop: true };
-        for num in 0..nsems {
-            sys::sem::set_value(id, num, 0).map_err(|e| Error::os(Op::Init, &set.label, e))?;
-        }
-        // Raising each value with semop (not SETVAL) sets sem_otime, the
-        // sign openers wait for.
-        for num in 0..nsems {
-            sys::sem::op(id, num, value as i16, false, false, None).map_err(|e| Error::os(Op::Init, &set.label, e))?;
+        // A new set is all zeros. Raising every value in one atomic semop
+        // (not SETVAL) sets sem_otime, the sign openers wait for, only once
+        // all values are in place.
+        if value > 0 {
+            let mut bufs: Vec<libc::sembuf> =
+                (0..nsems).map(|num| libc::sembuf { sem_num: num, sem_op: value as i16, sem_flg: 0 }).collect();
+            sys::sem::ops(id, &mut bufs, None).map_err(|e| Error::os(Op::Init, &set.label, e))?;
         }
         Ok(set)
     }

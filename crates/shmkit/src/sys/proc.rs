@@ -67,3 +67,35 @@ pub(crate) fn nofile_limit() -> (Option<u64>, Option<u64>) {
 pub(crate) fn open_fds() -> io::Result<u64> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count() as u64)
 }
+
+/// A process's state letter and start time (clock ticks after boot) from
+/// `/proc/PID/stat`; `None` if there is no such process.
+pub(crate) fn process_start(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself contain ") ", so
+    // split at the last one. Then: state (field 3) … starttime (field 22).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The unix time now, in seconds.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Registers this process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` and says
+/// whether the kernel supports it (Linux 4.16 and later).
+pub(crate) fn register_membarrier() -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier};
+    membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
+}
+
+/// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: every running thread of
+/// every registered process executes a full memory barrier before this
+/// returns. The heavy half of an asymmetric fence.
+pub(crate) fn global_barrier() -> io::Result<()> {
+    Ok(rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited)?)
+}

@@ -33,7 +33,9 @@ pub(crate) fn get(key: i32, nsems: i32, how: OpenHow, mode: u32) -> io::Result<i
 /// One `semop` on semaphore `num`: add `delta` (negative: wait until it can
 /// be subtracted; zero: wait until the value is zero). `undo` sets
 /// `SEM_UNDO`, `nowait` sets `IPC_NOWAIT` (`EAGAIN` instead of blocking).
-/// A timeout is relative (the kernel measures it on the monotonic clock).
+/// The kernel measures a timeout on the monotonic clock. Linux never
+/// restarts `semtimedop` after a signal handler, so `EINTR` is retried here
+/// with the time that is left.
 pub(crate) fn op(id: i32, num: u16, delta: i16, undo: bool, nowait: bool, timeout: Option<Duration>) -> io::Result<()> {
     let mut flags = 0;
     if undo {
@@ -42,27 +44,31 @@ pub(crate) fn op(id: i32, num: u16, delta: i16, undo: bool, nowait: bool, timeou
     if nowait {
         flags |= libc::IPC_NOWAIT;
     }
-    let mut buf = libc::sembuf { sem_num: num, sem_op: delta, sem_flg: flags as libc::c_short };
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-    });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `buf` and `ts` are valid for the duration of the call.
-    cvt(unsafe { semtimedop(id, &mut buf, 1, ts_ptr) }).map(drop)
+    ops(id, &mut [libc::sembuf { sem_num: num, sem_op: delta, sem_flg: flags as libc::c_short }], timeout)
+}
+
+/// `semtimedop` with several operations, applied atomically (all or none).
+pub(crate) fn ops(id: i32, bufs: &mut [libc::sembuf], timeout: Option<Duration>) -> io::Result<()> {
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let ts = left.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `bufs` and `ts` are valid for the duration of the call.
+        match cvt(unsafe { semtimedop(id, bufs.as_mut_ptr(), bufs.len(), ts_ptr) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other.map(drop),
+        }
+    }
 }
 
 /// `semctl(id, num, GETVAL)`.
 pub(crate) fn get_value(id: i32, num: u16) -> io::Result<i32> {
     // SAFETY: GETVAL takes no fourth argument.
     cvt(unsafe { libc::semctl(id, libc::c_int::from(num), libc::GETVAL) })
-}
-
-/// `semctl(id, num, SETVAL, value)`.
-pub(crate) fn set_value(id: i32, num: u16, value: i32) -> io::Result<()> {
-    // SAFETY: SETVAL's fourth argument is `union semun`, whose `val` member
-    // is an int passed by value as the variadic argument.
-    cvt(unsafe { libc::semctl(id, libc::c_int::from(num), libc::SETVAL, value) }).map(drop)
 }
 
 /// What `semctl(IPC_STAT)` reports.

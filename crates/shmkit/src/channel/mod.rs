@@ -1,0 +1,96 @@
+//! Channels between processes: a lock-free single-producer single-consumer
+//! [`ring`] of variable-length messages (more to come: publish/subscribe and
+//! request/response).
+//!
+//! Every channel lives in a POSIX shared-memory object named
+//! `shmkit.<kind>.<name>` that starts with the shmkit object header
+//! ([`crate::registry`]), so `shmkit ls` can list it and tell live from
+//! stale. Everything read from the shared memory is validated: a peer that
+//! scribbles over indices, lengths or headers makes calls return
+//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt), never panic, read out
+//! of bounds or loop forever.
+//!
+//! # Waiting
+//!
+//! Waiting is spin-then-park: a waiter checks its condition for about a
+//! microsecond with the CPU's pause instruction, then sleeps on a futex. A
+//! waiter announces that it sleeps in a flag on a cache line of its own,
+//! written only when it goes to sleep, so the other side's check of that flag
+//! on every message is a cache hit and a notify makes a system call only when
+//! someone sleeps.
+//!
+//! Announcing sleep and checking the flag form a store-load pair on each side
+//! (the classic Dekker pattern), which needs a full fence on both sides. A
+//! fence on every message would stall the sender on its stores, so shmkit
+//! makes the fence asymmetric: the sender uses only a compiler fence, and the
+//! side going to sleep calls `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`,
+//! which makes every running thread of every registered process execute a
+//! full barrier. Where the kernel lacks it (before Linux 4.16), both sides
+//! fall back to a `SeqCst` fence.
+
+#![allow(unsafe_code)]
+
+pub mod ring;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{Ordering, compiler_fence, fence};
+use std::time::{Duration, Instant};
+
+use crate::registry::ProcessId;
+use crate::sys;
+
+/// How long a sleeping waiter sleeps at most before it checks again that its
+/// peer is alive: a peer killed with `SIGKILL` cannot say goodbye.
+pub(crate) const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a waiter spins before it sleeps.
+pub(crate) const SPIN: Duration = Duration::from_micros(2);
+
+/// Whether this process may rely on the asymmetric fence (registered for
+/// `MEMBARRIER_CMD_GLOBAL_EXPEDITED`). Registration happens once, on the
+/// first channel opened.
+pub(crate) fn membarrier_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(sys::proc::register_membarrier)
+}
+
+/// The light half of the asymmetric fence, on every message.
+#[inline]
+pub(crate) fn light_fence(membarrier: bool) {
+    if membarrier {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The heavy half, before going to sleep.
+pub(crate) fn heavy_fence(membarrier: bool) {
+    fence(Ordering::SeqCst);
+    if membarrier && sys::proc::global_barrier().is_err() {
+        // Registered but refused: cannot happen on a kernel that accepted
+        // the registration. The SeqCst fence above is all we can do.
+    }
+}
+
+/// Spins until `ready()` holds or [`SPIN`] has passed.
+#[inline]
+pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..16 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return ready();
+        }
+    }
+}
+
+/// The identity of an end's holder, as stored in shared memory.
+pub(crate) fn holder_alive(pid: u32, start: u64) -> bool {
+    ProcessId { pid, start }.is_alive()
+}

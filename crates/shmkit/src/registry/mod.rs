@@ -1,0 +1,252 @@
+//! shmkit's own named objects: the `shmkit.` name prefix, the header every
+//! such object starts with, and the liveness of the processes named in it.
+//!
+//! The header (128 bytes at offset 0) lets the command line list our
+//! objects, say what each is and who made it, and tell live from stale:
+//!
+//! | offset | field | meaning |
+//! |---|---|---|
+//! | 0 | `state` | 0 empty, 1 initialising, 2 ready (written last, release) |
+//! | 4 | `header_size` | 128 |
+//! | 8 | `magic` | `b"SHMKIT\0\x01"` |
+//! | 16 | `version` | layout version of the kind |
+//! | 20 | `kind` | see [`ObjectKind`] |
+//! | 24 | `total_size` | bytes of the object |
+//! | 32 | `creator_pid` | |
+//! | 40 | `creator_start` | the creator's start time (clock ticks after boot), so a reused pid is not taken for the creator |
+//! | 48 | `created_at` | unix seconds |
+//! | 56 | `params` | eight kind-specific `u64`s |
+//!
+//! Readers copy the header, then validate the copy (magic, sizes, kind,
+//! version) before using any of it.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Op, Result};
+use crate::segment::Segment;
+use crate::sync::primitive::{AtomicU32, Ordering};
+use crate::sys;
+
+/// The prefix of every POSIX name shmkit gives its own objects.
+pub const PREFIX: &str = "shmkit.";
+
+/// Bytes of the header.
+pub const HEADER_SIZE: usize = 128;
+
+const MAGIC: [u8; 8] = *b"SHMKIT\0\x01";
+const EMPTY: u32 = 0;
+const INITIALIZING: u32 = 1;
+const READY: u32 = 2;
+
+/// What a shmkit object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ObjectKind {
+    /// A single-producer, single-consumer ring.
+    Ring,
+    /// A publish/subscribe service.
+    PubSub,
+    /// A request/response service.
+    ReqRep,
+}
+
+impl ObjectKind {
+    fn code(self) -> u32 {
+        match self {
+            ObjectKind::Ring => 2,
+            ObjectKind::PubSub => 3,
+            ObjectKind::ReqRep => 4,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<ObjectKind> {
+        match code {
+            2 => Some(ObjectKind::Ring),
+            3 => Some(ObjectKind::PubSub),
+            4 => Some(ObjectKind::ReqRep),
+            _ => None,
+        }
+    }
+
+    /// A short name: `ring`, `pubsub`, `reqrep`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Ring => "ring",
+            ObjectKind::PubSub => "pubsub",
+            ObjectKind::ReqRep => "reqrep",
+        }
+    }
+}
+
+/// A process, identified by pid and start time so that a reused pid is not
+/// mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The pid.
+    pub pid: u32,
+    /// Start time in clock ticks after boot (`/proc/PID/stat` field 22);
+    /// 0 when unknown.
+    pub start: u64,
+}
+
+impl ProcessId {
+    /// This process.
+    pub fn current() -> ProcessId {
+        let pid = std::process::id();
+        ProcessId { pid, start: sys::proc::process_start(pid).map_or(0, |(_, s)| s) }
+    }
+
+    /// Whether the process still runs: it exists, is not a zombie, and
+    /// started at the recorded time (when one was recorded).
+    pub fn is_alive(&self) -> bool {
+        if self.pid == 0 {
+            return false;
+        }
+        match sys::proc::process_start(self.pid) {
+            Some(('Z' | 'X', _)) | None => false,
+            Some((_, start)) => self.start == 0 || start == self.start,
+        }
+    }
+}
+
+/// A validated copy of an object's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectHeader {
+    /// What the object is.
+    pub kind: ObjectKind,
+    /// Its layout version.
+    pub version: u32,
+    /// Its size in bytes.
+    pub total_size: u64,
+    /// Who created it.
+    pub creator: ProcessId,
+    /// When, in unix seconds.
+    pub created_at: u64,
+    /// Kind-specific parameters.
+    pub params: [u64; 8],
+}
+
+fn state_word(seg: &Segment) -> Result<&AtomicU32> {
+    seg.word32(0)
+}
+
+fn corrupt(op: Op, seg: &Segment, what: String) -> Error {
+    Error::new(op, seg.name(), ErrorKind::Corrupt(what))
+}
+
+/// Writes a new header in two phases: claims the object (`EMPTY` →
+/// `INITIALIZING`), writes the fields, runs `setup` (which lays out the rest
+/// of the object), then marks it `READY` with a release store.
+pub(crate) fn init(
+    seg: &mut Segment,
+    kind: ObjectKind,
+    version: u32,
+    params: [u64; 8],
+    setup: impl FnOnce(&mut Segment) -> Result<()>,
+) -> Result<()> {
+    if seg.len() < HEADER_SIZE {
+        return Err(Error::invalid(Op::Init, seg.name(), "too small for a shmkit header"));
+    }
+    if !seg.is_writable() {
+        return Err(Error::new(Op::Init, seg.name(), ErrorKind::ReadOnly));
+    }
+    let state = state_word(seg)?;
+    if let Err(found) = state.compare_exchange(EMPTY, INITIALIZING, Ordering::Acquire, Ordering::Acquire) {
+        return Err(match found {
+            INITIALIZING | READY => Error::new(Op::Init, seg.name(), ErrorKind::AlreadyExists),
+            other => corrupt(Op::Init, seg, format!("header state {other}")),
+        });
+    }
+    let me = ProcessId::current();
+    let mut bytes = [0u8; HEADER_SIZE - 8];
+    let mut put = |at: usize, v: &[u8]| bytes[at - 8..at - 8 + v.len()].copy_from_slice(v);
+    put(8, &MAGIC);
+    put(16, &version.to_ne_bytes());
+    put(20, &kind.code().to_ne_bytes());
+    put(24, &(seg.len() as u64).to_ne_bytes());
+    put(32, &me.pid.to_ne_bytes());
+    put(40, &me.start.to_ne_bytes());
+    put(48, &sys::proc::unix_now().to_ne_bytes());
+    for (i, p) in params.iter().enumerate() {
+        put(56 + 8 * i, &p.to_ne_bytes());
+    }
+    seg.write_at(4, &(HEADER_SIZE as u32).to_ne_bytes())?;
+    seg.write_at(8, &bytes)?;
+    setup(seg)?;
+    // SYNC POINT: publishes header and layout to openers (acquire in `read`).
+    state_word(seg)?.store(READY, Ordering::Release);
+    Ok(())
+}
+
+/// Reads and validates the header of a shmkit object. An object still
+/// being initialised is waited for, at most `wait`.
+///
+/// # Errors
+///
+/// [`ErrorKind::NotInitialized`] if it is empty or still initialising after
+/// `wait`; [`ErrorKind::Corrupt`] if it is not a shmkit object or its header
+/// does not make sense.
+pub fn read(seg: &Segment, wait: Duration) -> Result<ObjectHeader> {
+    if seg.len() < HEADER_SIZE {
+        return Err(corrupt(Op::Open, seg, format!("{} bytes, too small for a shmkit header", seg.len())));
+    }
+    let start = Instant::now();
+    loop {
+        // SYNC POINT: pairs with the release store at the end of `init`.
+        match state_word(seg)?.load(Ordering::Acquire) {
+            READY => break,
+            EMPTY | INITIALIZING if start.elapsed() < wait => std::thread::sleep(Duration::from_micros(200)),
+            EMPTY | INITIALIZING => return Err(Error::new(Op::Open, seg.name(), ErrorKind::NotInitialized)),
+            other => return Err(corrupt(Op::Open, seg, format!("header state {other}"))),
+        }
+    }
+    let mut b = [0u8; HEADER_SIZE];
+    seg.read_at(0, &mut b)?;
+    let u32_at = |at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    if b[8..16] != MAGIC {
+        return Err(corrupt(Op::Open, seg, "no shmkit magic: not a shmkit object".into()));
+    }
+    if u32_at(4) as usize != HEADER_SIZE {
+        return Err(corrupt(Op::Open, seg, format!("header size {}", u32_at(4))));
+    }
+    let kind = ObjectKind::from_code(u32_at(20))
+        .ok_or_else(|| corrupt(Op::Open, seg, format!("unknown object kind {}", u32_at(20))))?;
+    let total_size = u64_at(24);
+    if total_size != seg.len() as u64 {
+        return Err(corrupt(Op::Open, seg, format!("header says {total_size} bytes, the object has {}", seg.len())));
+    }
+    let mut params = [0u64; 8];
+    for (i, p) in params.iter_mut().enumerate() {
+        *p = u64_at(56 + 8 * i);
+    }
+    Ok(ObjectHeader {
+        kind,
+        version: u32_at(16),
+        total_size,
+        creator: ProcessId { pid: u32_at(32), start: u64_at(40) },
+        created_at: u64_at(48),
+        params,
+    })
+}
+
+/// [`read`], then checks the kind and version.
+pub(crate) fn open(seg: &Segment, kind: ObjectKind, version: u32) -> Result<ObjectHeader> {
+    let header = read(seg, Duration::from_secs(1))?;
+    if header.kind != kind {
+        return Err(Error::new(
+            Op::Open,
+            seg.name(),
+            ErrorKind::WrongType(format!("a {}, not a {}", header.kind.name(), kind.name())),
+        ));
+    }
+    if header.version != version {
+        return Err(corrupt(
+            Op::Open,
+            seg,
+            format!("{} layout version {}, this build reads {version}", kind.name(), header.version),
+        ));
+    }
+    Ok(header)
+}
