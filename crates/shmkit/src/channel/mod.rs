@@ -44,7 +44,7 @@ use crate::sys;
 pub(crate) const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a waiter spins before it sleeps.
-pub(crate) const SPIN: Duration = Duration::from_micros(2);
+pub(crate) const SPIN: Duration = Duration::from_micros(20);
 
 /// Whether this process may rely on the asymmetric fence (registered for
 /// `MEMBARRIER_CMD_GLOBAL_EXPEDITED`). Registration happens once, on the
@@ -73,16 +73,24 @@ pub(crate) fn heavy_fence(membarrier: bool) {
     }
 }
 
-/// Spins until `ready()` holds or [`SPIN`] has passed.
+/// Spins until `ready()` holds or [`SPIN`] has passed. The pauses between
+/// checks double up to 32: checking a line the other core is writing takes
+/// it away from that core, so a waiter that checks less often lets the
+/// writer fill whole lines (which is what keeps a stream fast), while the
+/// first checks stay quick for a reply that comes at once.
 #[inline]
 pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
+    let mut pauses = 1;
     loop {
-        for _ in 0..16 {
+        for _ in 0..8 {
             if ready() {
                 return true;
             }
-            std::hint::spin_loop();
+            for _ in 0..pauses {
+                std::hint::spin_loop();
+            }
+            pauses = (pauses * 2).min(32);
         }
         if start.elapsed() >= SPIN {
             return ready();

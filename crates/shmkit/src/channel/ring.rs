@@ -6,11 +6,19 @@
 //! | offset | what | written by |
 //! |---|---|---|
 //! | 0 | object header ([`crate::registry`]); `params[0]` capacity, `params[1]` largest message | creator |
-//! | 192 | producer line: `tail` (u64), `state`, `pid` (u32), `start` (u64) | producer |
-//! | 256 | consumer line: `head` (u64), `state`, `pid` (u32), `start` (u64) | consumer |
+//! | 192 | `tail` (u64): where the producer writes next | producer, every message |
+//! | 256 | `head` (u64): where the consumer reads next | consumer, every message |
 //! | 320 | `consumer_sleeping` (u32 futex word) | consumer going to sleep, producer waking it |
 //! | 384 | `producer_sleeping` (u32 futex word) | producer going to sleep, consumer waking it |
-//! | 512 | data: `capacity` bytes, a power of two | producer |
+//! | 448 | producer end: `state`, `pid` (u32), `start` (u64) | producer, on open and close |
+//! | 512 | consumer end: `state`, `pid` (u32), `start` (u64) | consumer, on open and close |
+//! | 1024 | data: `capacity` bytes, a power of two | producer |
+//!
+//! Each line has one writer, and the lines each side reads on every message
+//! (the other side's sleeping flag and end state) are written only rarely, so
+//! those reads are cache hits: the only lines that travel between the cores
+//! in steady state are the data (and the consumer's `head`, which the producer
+//! reads only when its cached copy says the ring is full).
 //!
 //! Positions (`head`, `tail`) count bytes from the start and never wrap; the
 //! byte at position `p` is `data[p % capacity]`.
@@ -57,17 +65,18 @@ use crate::segment::{Lifetime, Segment, Target};
 use crate::sys::futex;
 
 const VERSION: u32 = 1;
-const PRODUCER: usize = 192;
-const CONSUMER: usize = 256;
+const TAIL: usize = 192;
+const HEAD: usize = 256;
 const CONSUMER_SLEEPING: usize = 320;
 const PRODUCER_SLEEPING: usize = 384;
-const DATA: usize = 512;
+const PRODUCER: usize = 448;
+const CONSUMER: usize = 512;
+const DATA: usize = 1024;
 
 /// Offsets inside an end's line.
-const POS: usize = 0;
-const STATE: usize = 8;
-const PID: usize = 12;
-const START: usize = 16;
+const STATE: usize = 0;
+const PID: usize = 4;
+const START: usize = 8;
 
 /// End states.
 const NEVER: u32 = 0;
@@ -91,6 +100,43 @@ fn header(pos: u64, len: u32) -> u64 {
 
 fn padded(len: u64) -> u64 {
     len.div_ceil(8) * 8
+}
+
+/// Copies `len` bytes from `src` to `dst`, with inline moves for the small
+/// messages that dominate streams (a call to `memcpy` costs more than the
+/// copy itself at 8 bytes).
+///
+/// # Safety
+///
+/// Both ranges must be valid for `len` bytes and must not overlap.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: every access is inside `src..src+len` or `dst..dst+len`, as
+    // the caller promises; unaligned accesses are used because either side
+    // may be a private buffer at any address. For 8..=16 and 4..8 bytes the
+    // two moves overlap in the middle, which is fine.
+    unsafe {
+        match len {
+            8..=16 => {
+                let a = src.cast::<u64>().read_unaligned();
+                let b = src.add(len - 8).cast::<u64>().read_unaligned();
+                dst.cast::<u64>().write_unaligned(a);
+                dst.add(len - 8).cast::<u64>().write_unaligned(b);
+            }
+            4..8 => {
+                let a = src.cast::<u32>().read_unaligned();
+                let b = src.add(len - 4).cast::<u32>().read_unaligned();
+                dst.cast::<u32>().write_unaligned(a);
+                dst.add(len - 4).cast::<u32>().write_unaligned(b);
+            }
+            0..4 => {
+                for i in 0..len {
+                    *dst.add(i) = *src.add(i);
+                }
+            }
+            _ => std::ptr::copy_nonoverlapping(src, dst, len),
+        }
+    }
 }
 
 /// How to create a ring.
@@ -163,6 +209,9 @@ struct Shared {
     max_message: u64,
     membarrier: bool,
     side: Side,
+    /// When the peer's liveness was last read from `/proc` (a file read, far
+    /// too slow for every poll), and what it said.
+    checked: std::cell::Cell<Option<(Instant, bool)>>,
 }
 
 // SAFETY: `base` points into `seg`'s mapping, which lives as long as the
@@ -214,18 +263,29 @@ impl Shared {
         self.err(op, ErrorKind::Corrupt(what))
     }
 
-    /// Whether the other end is gone: closed, or its holder died.
+    /// Whether the other end is gone: closed, or its holder died. The
+    /// holder's liveness is read from `/proc` at most every 10 ms.
     fn peer_gone(&self) -> bool {
         let other = self.side.other().line();
         match self.end_state(self.side.other()).load(Ordering::Acquire) {
             CLOSED => true,
             ACTIVE => {
+                if let Some((_, gone)) = self.checked.get().filter(|(at, _)| at.elapsed() < Duration::from_millis(10)) {
+                    return gone;
+                }
                 let pid = self.u32_at(other + PID).load(Ordering::Acquire);
                 let start = self.u64_at(other + START).load(Ordering::Acquire);
-                pid != 0 && !holder_alive(pid, start)
+                let gone = pid != 0 && !holder_alive(pid, start);
+                self.checked.set(Some((Instant::now(), gone)));
+                gone
             }
             _ => false,
         }
+    }
+
+    /// Whether the other end has closed (one atomic load; no `/proc`).
+    fn peer_closed(&self) -> bool {
+        self.end_state(self.side.other()).load(Ordering::Acquire) == CLOSED
     }
 
     /// Claims this end for this process.
@@ -362,7 +422,8 @@ fn open_shared(name: &str, options: Option<&RingOptions>, side: Side) -> Result<
         }
     }
     let base = seg.as_ptr();
-    let shared = Shared { seg, base, capacity, max_message, membarrier: membarrier_ready(), side };
+    let shared =
+        Shared { seg, base, capacity, max_message, membarrier: membarrier_ready(), side, checked: Default::default() };
     shared.claim()?;
     Ok(shared)
 }
@@ -399,8 +460,8 @@ impl Sender {
     }
 
     fn from_shared(shared: Shared) -> Result<Sender> {
-        let tail = shared.u64_at(PRODUCER + POS).load(Ordering::Acquire);
-        let head = shared.u64_at(CONSUMER + POS).load(Ordering::Acquire);
+        let tail = shared.u64_at(TAIL).load(Ordering::Acquire);
+        let head = shared.u64_at(HEAD).load(Ordering::Acquire);
         let mut sender = Sender { shared, tail, cached_head: head };
         sender.validate_head(head)?;
         Ok(sender)
@@ -442,7 +503,7 @@ impl Sender {
         }
         // SYNC POINT: acquire pairs with the consumer's release of `head`
         // after it finished reading the bytes we will overwrite.
-        let head = self.shared.u64_at(CONSUMER + POS).load(Ordering::Acquire);
+        let head = self.shared.u64_at(HEAD).load(Ordering::Acquire);
         self.validate_head(head)?;
         self.cached_head = head;
         Ok(self.tail + total - head <= self.shared.capacity)
@@ -466,7 +527,7 @@ impl Sender {
                 return Err(self.shared.err(Op::Send, ErrorKind::WouldBlock));
             };
             if spin_until(|| {
-                let head = self.shared.u64_at(CONSUMER + POS).load(Ordering::Acquire);
+                let head = self.shared.u64_at(HEAD).load(Ordering::Acquire);
                 self.tail + total - head <= self.shared.capacity
             }) {
                 continue;
@@ -482,7 +543,7 @@ impl Sender {
             let tail = self.tail;
             let shared = &self.shared;
             shared.park(PRODUCER_SLEEPING, left, || {
-                let head = shared.u64_at(CONSUMER + POS).load(Ordering::Acquire);
+                let head = shared.u64_at(HEAD).load(Ordering::Acquire);
                 tail + total - head <= cap || shared.end_state(Side::Consumer).load(Ordering::Relaxed) == CLOSED
             });
         }
@@ -504,7 +565,7 @@ impl Sender {
             shared.header_at(self.tail).store(header(self.tail, PAD), Ordering::Release);
         }
         self.tail = next;
-        shared.u64_at(PRODUCER + POS).store(next, Ordering::Release);
+        shared.u64_at(TAIL).store(next, Ordering::Release);
         shared.unpark(CONSUMER_SLEEPING);
     }
 
@@ -514,7 +575,7 @@ impl Sender {
         // SAFETY: the reservation guarantees `len` free bytes after the
         // header at `tail + pad`, inside one lap (no wrap), and `data` is
         // private memory.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len()) };
+        unsafe { copy_bytes(data.as_ptr(), at, data.len()) };
         self.publish(pad, len);
         Ok(())
     }
@@ -655,6 +716,11 @@ pub struct Receiver {
     shared: Shared,
     /// Where the next message's header is (private copy of `head`).
     head: u64,
+    /// The `head` last stored in shared memory. The consumer publishes its
+    /// position only every `capacity / 16` bytes, or when it runs out of
+    /// messages, so that the line holding `head` does not travel to the
+    /// producer's core for every message.
+    published: u64,
     /// Set after the consumer found corrupt shared memory: every later call
     /// reports it again instead of guessing.
     broken: bool,
@@ -681,11 +747,11 @@ impl Receiver {
     }
 
     fn from_shared(shared: Shared) -> Result<Receiver> {
-        let head = shared.u64_at(CONSUMER + POS).load(Ordering::Acquire);
+        let head = shared.u64_at(HEAD).load(Ordering::Acquire);
         if !head.is_multiple_of(8) {
             return Err(shared.corrupt(Op::Open, format!("consumer position {head}")));
         }
-        Ok(Receiver { shared, head, broken: false })
+        Ok(Receiver { shared, head, published: head, broken: false })
     }
 
     /// The largest message this ring carries.
@@ -737,9 +803,21 @@ impl Receiver {
     #[inline]
     fn release(&mut self, pos: u64, len: u64) {
         self.head = pos + HEADER + padded(len);
-        // SYNC POINT: release: we are done reading these bytes.
-        self.shared.u64_at(CONSUMER + POS).store(self.head, Ordering::Release);
-        self.shared.unpark(PRODUCER_SLEEPING);
+        if self.head - self.published >= self.shared.capacity / 16 {
+            self.publish();
+        }
+    }
+
+    /// Tells the producer how far we have read, and wakes it if it sleeps
+    /// waiting for room.
+    #[inline]
+    fn publish(&mut self) {
+        if self.published != self.head {
+            self.published = self.head;
+            // SYNC POINT: release: we are done reading the bytes before it.
+            self.shared.u64_at(HEAD).store(self.head, Ordering::Release);
+            self.shared.unpark(PRODUCER_SLEEPING);
+        }
     }
 
     /// Waits until a message is ready; `None` deadline: don't wait.
@@ -748,9 +826,17 @@ impl Receiver {
             if let Some(ready) = self.poll()? {
                 return Ok(ready);
             }
-            let gone = self.shared.peer_gone();
+            // Out of messages: give all the room back before waiting.
+            self.publish();
+            let head = self.head;
+            let shared = &self.shared;
+            let spun = deadline.is_some()
+                && spin_until(|| shared.header_at(head).load(Ordering::Relaxed) != 0 || shared.peer_closed());
+            if spun && !self.shared.peer_closed() {
+                continue;
+            }
             // The producer publishes before it closes: look once more.
-            if gone {
+            if self.shared.peer_gone() {
                 return match self.poll()? {
                     Some(ready) => Ok(ready),
                     None => Err(self.shared.err(Op::Recv, ErrorKind::Disconnected)),
@@ -759,18 +845,16 @@ impl Receiver {
             let Some(deadline) = deadline else {
                 return Err(self.shared.err(Op::Recv, ErrorKind::WouldBlock));
             };
-            let head = self.head;
-            let shared = &self.shared;
-            if spin_until(|| shared.header_at(head).load(Ordering::Relaxed) != 0) {
+            if spun {
                 continue;
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
                 return Err(self.shared.err(Op::Recv, ErrorKind::Timeout));
             }
+            let shared = &self.shared;
             shared.park(CONSUMER_SLEEPING, left, || {
-                shared.header_at(head).load(Ordering::Relaxed) != 0
-                    || shared.end_state(Side::Producer).load(Ordering::Relaxed) == CLOSED
+                shared.header_at(head).load(Ordering::Relaxed) != 0 || shared.peer_closed()
             });
         }
     }
@@ -783,7 +867,7 @@ impl Receiver {
         // inside the data area; `buf` has room for them and is private. The
         // bytes are copied, never referenced.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.shared.data_ptr(pos + HEADER), buf.as_mut_ptr(), len as usize);
+            copy_bytes(self.shared.data_ptr(pos + HEADER), buf.as_mut_ptr(), len as usize);
             buf.set_len(len as usize);
         }
         self.release(pos, len);
@@ -864,6 +948,7 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        self.publish();
         self.shared.close();
     }
 }
