@@ -13,6 +13,8 @@ mod examples;
 mod fork;
 mod limits;
 mod primitives;
+mod pubsub;
+mod reqrep;
 mod ring;
 mod segment;
 mod sync_interop;

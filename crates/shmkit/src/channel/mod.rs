@@ -30,6 +30,8 @@
 
 #![allow(unsafe_code)]
 
+pub mod pubsub;
+pub mod reqrep;
 pub mod ring;
 
 use std::sync::OnceLock;

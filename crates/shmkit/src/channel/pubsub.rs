@@ -1,0 +1,3 @@
+//! Publish/subscribe: one publisher, many subscribers, zero-copy.
+//!
+//! (Being written.)

@@ -1,0 +1,3 @@
+//! Request/response: a named service, many clients.
+//!
+//! (Being written.)
