@@ -75,15 +75,16 @@ pub(crate) fn heavy_fence(membarrier: bool) {
     }
 }
 
-/// Spins until `ready()` holds or [`SPIN`] has passed. The pauses between
-/// checks double up to 32: checking a line the other core is writing takes
-/// it away from that core, so a waiter that checks less often lets the
-/// writer fill whole lines (which is what keeps a stream fast), while the
-/// first checks stay quick for a reply that comes at once.
+/// Spins until `ready()` holds or [`SPIN`] has passed. The first checks
+/// come one pause apart, so a reply that arrives at once is seen at once;
+/// after that the gaps grow to 16 pauses, because checking a line the other
+/// core is writing takes the line away from it, and a waiter that checks less
+/// often lets a streaming writer fill whole lines.
 #[inline]
 pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     let mut pauses = 1;
+    let mut checks = 0u32;
     loop {
         for _ in 0..8 {
             if ready() {
@@ -92,7 +93,10 @@ pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
             for _ in 0..pauses {
                 std::hint::spin_loop();
             }
-            pauses = (pauses * 2).min(32);
+        }
+        checks += 8;
+        if checks >= 64 {
+            pauses = 16;
         }
         if start.elapsed() >= SPIN {
             return ready();

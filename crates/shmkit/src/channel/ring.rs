@@ -676,7 +676,7 @@ impl Loan<'_> {
         match offset.checked_add(data.len()) {
             // SAFETY: inside the reserved, contiguous message area.
             Some(end) if end <= self.len => unsafe {
-                std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len());
+                copy_bytes(data.as_ptr(), self.ptr.add(offset), data.len());
             },
             _ => {
                 return Err(self.sender.shared.err(
@@ -990,7 +990,7 @@ impl Message<'_> {
             // SAFETY: inside the message, which `poll` checked lies inside
             // the data area; `buf` is private.
             Some(end) if end as u64 <= self.len => unsafe {
-                std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len());
+                copy_bytes(self.ptr.add(offset), buf.as_mut_ptr(), buf.len());
             },
             _ => {
                 return Err(self.receiver.shared.err(
