@@ -43,6 +43,29 @@ pub(crate) enum Command {
     /// Show the kernel's shared-memory limits and current usage
     #[command(after_help = "Examples:\n  shmkit limits\n  shmkit limits --json | jq .shmmax")]
     Limits(LimitsArgs),
+    /// List every IPC object on the host: System V segments, semaphores and queues, POSIX objects, shmkit's own
+    #[command(
+        after_help = "Examples:\n  shmkit ls\n  shmkit ls --kind shmkit --stale\n  shmkit ls --json | jq 'select(.kind == \"sysv-shm\")'"
+    )]
+    Ls(LsArgs),
+    /// Remove stale shmkit objects (creator dead, nobody holding or mapping them); never touches others
+    #[command(after_help = "Examples:\n  shmkit gc --dry-run\n  shmkit gc")]
+    Gc(GcArgs),
+    /// Stream standard input into the ring NAME (like a named pipe; `recv` reads it)
+    #[command(
+        after_help = "Examples:\n  tar c dir | shmkit send backup        # in one terminal\n  shmkit recv backup | tar x             # in another; either may start first"
+    )]
+    Send(SendArgs),
+    /// Write what arrives on the ring NAME to standard output, until the sender ends the stream
+    #[command(
+        after_help = "Examples:\n  shmkit recv backup > backup.tar\n  shmkit recv backup --timeout 5 | head -c 100"
+    )]
+    Recv(RecvArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  shmkit completions bash > /etc/bash_completion.d/shmkit\n  shmkit completions zsh > ~/.zfunc/_shmkit"
+    )]
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +131,76 @@ pub(crate) struct RmArgs {
     /// The segments to remove
     #[arg(required = true, value_parser = parse_target)]
     pub(crate) targets: Vec<Target>,
+    /// Remove even if live processes still use it (a System V segment is then
+    /// freed by the kernel at its last detach)
+    #[arg(long, short)]
+    pub(crate) force: bool,
+}
+
+/// Which objects `ls` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LsKind {
+    /// System V shared-memory segments
+    Sysv,
+    /// POSIX shared-memory objects (not shmkit's)
+    Posix,
+    /// System V semaphore sets and POSIX named semaphores
+    Sem,
+    /// System V message queues
+    Msg,
+    /// shmkit's own objects (rings, services)
+    Shmkit,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// Show only objects of this kind
+    #[arg(long, value_enum)]
+    pub(crate) kind: Option<LsKind>,
+    /// Show only stale shmkit objects (what `gc` would remove)
+    #[arg(long)]
+    pub(crate) stale: bool,
+    /// One JSON object per IPC object, one per line
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// Say what would be removed, remove nothing
+    #[arg(long, short = 'n')]
+    pub(crate) dry_run: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// The channel's name (the ring lives in /dev/shm/shmkit.ring.NAME)
+    pub(crate) name: String,
+    /// Ring capacity if this side creates it (a power of two)
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    pub(crate) capacity: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RecvArgs {
+    /// The channel's name
+    pub(crate) name: String,
+    /// Give up if no data arrives within this many seconds (default: wait)
+    #[arg(long)]
+    pub(crate) timeout: Option<f64>,
+    /// Ring capacity if this side creates it (a power of two)
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    pub(crate) capacity: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

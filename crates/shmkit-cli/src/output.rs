@@ -60,12 +60,23 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// `println!` that returns the write error (a closed pipe downstream)
+/// instead of panicking; `main` turns `BrokenPipe` into a quiet exit 0.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+pub(crate) use out;
+
 /// Prints rows of `key: value`, keys padded to one width.
-pub(crate) fn print_pairs(rows: &[(&str, String)]) {
+pub(crate) fn print_pairs(rows: &[(&str, String)]) -> std::io::Result<()> {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in rows {
-        println!("{key:<width$}  {value}");
+        out!("{key:<width$}  {value}");
     }
+    Ok(())
 }
 
 #[cfg(test)]

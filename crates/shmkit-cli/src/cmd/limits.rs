@@ -4,7 +4,7 @@ use serde_json::json;
 use shmkit::Limits;
 
 use crate::cli::LimitsArgs;
-use crate::output::{human_size, print_pairs};
+use crate::output::{human_size, out, print_pairs};
 
 fn opt(value: Option<u64>) -> String {
     value.map_or_else(|| "unlimited".into(), |v| v.to_string())
@@ -30,7 +30,7 @@ pub(crate) fn limits(args: LimitsArgs) -> anyhow::Result<()> {
             "max_map_count": l.max_map_count,
             "map_count": l.map_count,
         });
-        println!("{v:#}");
+        out!("{v:#}");
         return Ok(());
     }
     let shm = match (l.dev_shm_size, l.dev_shm_free) {
@@ -59,6 +59,6 @@ pub(crate) fn limits(args: LimitsArgs) -> anyhow::Result<()> {
             format!("soft {}, hard {} ({} open here)", opt(l.nofile_soft), opt(l.nofile_hard), l.open_fds),
         ),
         ("vm.max_map_count", format!("{} mappings per process ({} here)", l.max_map_count, l.map_count)),
-    ]);
+    ])?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! One function per verb; [`run`] dispatches.
 
 mod limits;
+mod ls;
 mod segment;
+mod stream;
 
 use crate::cli::Command;
 
@@ -14,5 +16,15 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
         Command::Info(args) => segment::info(args),
         Command::Rm(args) => segment::rm(args),
         Command::Limits(args) => limits::limits(args),
+        Command::Ls(args) => ls::ls(args),
+        Command::Gc(args) => ls::gc(args),
+        Command::Send(args) => stream::send(args),
+        Command::Recv(args) => stream::recv(args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut cmd = crate::cli::Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "shmkit", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

@@ -8,7 +8,7 @@ use shmkit::segment::{self, Info, Kind};
 use shmkit::{Lifetime, Segment, Target};
 
 use crate::cli::{CreateArgs, InfoArgs, ReadArgs, RmArgs, WriteArgs};
-use crate::output::{group_name, human_size, pid_alive, print_pairs, time, user_name};
+use crate::output::{group_name, human_size, out, pid_alive, print_pairs, time, user_name};
 
 fn pages(bytes: u64) -> u64 {
     bytes.div_ceil(shmkit::limits::page_size() as u64)
@@ -54,10 +54,10 @@ pub(crate) fn create(args: CreateArgs) -> anyhow::Result<()> {
         if let Some(id) = seg.sysv_id() {
             v["shmid"] = json!(id);
         }
-        println!("{v}");
+        out!("{v}");
     } else {
         let id = seg.sysv_id().map(|id| format!(" (shmid {id})")).unwrap_or_default();
-        println!(
+        out!(
             "created {}{id}: {}, {} ({} bytes mapped), mode {:04o}",
             seg.name(),
             bytes_text(info.size),
@@ -163,8 +163,17 @@ fn info_json(target: &Target, info: &Info) -> Value {
 
 pub(crate) fn info(args: InfoArgs) -> anyhow::Result<()> {
     let info = segment::stat(&args.target)?;
+    let shmkit_object = match &args.target {
+        Target::Posix(name) if name.as_str().starts_with(&format!("/{}", shmkit::registry::PREFIX)) => {
+            let users = super::ls::live_users(name.as_str());
+            Some(super::ls::shmkit_json(name.as_str(), &users).0)
+        }
+        _ => None,
+    };
     if args.json {
-        println!("{}", info_json(&args.target, &info));
+        let mut v = info_json(&args.target, &info);
+        v["shmkit"] = shmkit_object.unwrap_or(Value::Null);
+        out!("{v}");
         return Ok(());
     }
     let page = shmkit::limits::page_size() as u64;
@@ -211,15 +220,89 @@ pub(crate) fn info(args: InfoArgs) -> anyhow::Result<()> {
             rows.extend([("accessed", time(info.atime)), ("modified", time(info.mtime)), ("changed", time(info.ctime))])
         }
     }
-    print_pairs(&rows);
+    if let Some(k) = &shmkit_object {
+        let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        let alive = |v: &Value| if *v == true { "alive" } else { "dead" };
+        rows.push(("shmkit type", text(&k["type"])));
+        rows.push(("init state", text(&k["state"])));
+        rows.push(("layout version", text(&k["version"])));
+        rows.push(("creator", format!("pid {} ({})", k["creator_pid"], alive(&k["creator_alive"]))));
+        rows.push(("created", time(k["created"].as_i64())));
+        for h in k["holders"].as_array().into_iter().flatten() {
+            rows.push(("holder", format!("{} pid {} ({})", text(&h["role"]), h["pid"], alive(&h["alive"]))));
+        }
+        if let Some(d) = k["details"].as_object() {
+            let mut details: Vec<(&str, String)> = d.iter().map(|(key, v)| (key.as_str(), text(v))).collect();
+            details.sort();
+            rows.extend(details);
+        }
+        rows.push(("stale", text(&k["stale"])));
+        if let Some(e) = k.get("error") {
+            rows.push(("error", text(e)));
+        }
+    }
+    print_pairs(&rows)?;
     Ok(())
+}
+
+/// Why `rm` should not remove `target` without `--force`: the live
+/// processes that still use it. `None` if nobody does (or it cannot tell).
+fn in_use(target: &Target) -> Option<String> {
+    match target {
+        Target::Sysv(_) | Target::SysvId(_) => {
+            let info = segment::stat(target).ok()?;
+            let s = info.sysv?;
+            (s.nattch > 0).then(|| {
+                format!(
+                    "{} process(es) attached (last attach/detach by pid {}{})",
+                    s.nattch,
+                    s.lpid,
+                    if pid_alive(s.lpid) { ", alive" } else { "" }
+                )
+            })
+        }
+        Target::Posix(name) => {
+            let users = super::ls::live_users(name.as_str());
+            if !users.is_empty() {
+                return Some(format!("mapped by live process(es) {users:?}"));
+            }
+            if name.as_str().starts_with(&format!("/{}", shmkit::registry::PREFIX)) {
+                let (info, stale) = super::ls::shmkit_json(name.as_str(), &[]);
+                if !stale && info.get("error").is_none() {
+                    if info["creator_alive"] == true {
+                        return Some(format!("its creator (pid {}) is alive", info["creator_pid"]));
+                    }
+                    if let Some(h) = info["holders"].as_array().and_then(|h| h.iter().find(|h| h["alive"] == true)) {
+                        return Some(format!(
+                            "its {} (pid {}) is alive",
+                            h["role"].as_str().unwrap_or("holder"),
+                            h["pid"]
+                        ));
+                    }
+                }
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 pub(crate) fn rm(args: RmArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     for target in &args.targets {
+        if let Some(why) = in_use(target).filter(|_| !args.force) {
+            failed += 1;
+            eprintln!("shmkit: not removing {target}: in use: {why}; use --force to remove it anyway");
+            continue;
+        }
+        let attached = segment::stat(target).ok().and_then(|i| i.sysv).map_or(0, |s| s.nattch);
         match segment::remove(target) {
-            Ok(()) => println!("removed {target}"),
+            Ok(()) if attached > 0 => {
+                out!(
+                    "marked {target} for removal: the kernel frees it when the last of {attached} attached processes detaches"
+                )
+            }
+            Ok(()) => out!("removed {target}"),
             Err(err) => {
                 failed += 1;
                 let hint = match (err.kind(), target) {
@@ -233,7 +316,7 @@ pub(crate) fn rm(args: RmArgs) -> anyhow::Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} targets could not be removed", args.targets.len());
+        bail!("{failed} of {} targets were not removed", args.targets.len());
     }
     Ok(())
 }

@@ -177,6 +177,37 @@ pub fn object_name(name: &str) -> String {
     format!("/{}ring.{name}", registry::PREFIX)
 }
 
+/// Fills in what `shmkit info` and `ls` show about a ring: its ends and
+/// their liveness, capacity and fill. Reads only, by copy; the values are
+/// reported as found (a hostile peer can make them lie, not crash us).
+pub(crate) fn inspect(seg: &Segment, header: &registry::ObjectHeader, info: &mut registry::ObjectInfo) -> Result<()> {
+    if seg.len() < DATA {
+        return Err(Error::new(Op::Stat, seg.name(), ErrorKind::Corrupt("too small for a ring".into())));
+    }
+    for (role, line) in [("producer", PRODUCER), ("consumer", CONSUMER)] {
+        let state = seg.read::<u32>(line + STATE)?;
+        let pid = seg.read::<u32>(line + PID)?;
+        let start = seg.read::<u64>(line + START)?;
+        if state == ACTIVE && pid != 0 {
+            let process = ProcessId { pid, start };
+            info.holders.push(registry::Holder { role, process, alive: process.is_alive() });
+        }
+        let text = match state {
+            NEVER => "never opened",
+            ACTIVE => "open",
+            CLOSED => "closed",
+            _ => "corrupt",
+        };
+        info.details.push((if role == "producer" { "producer end" } else { "consumer end" }, text.to_string()));
+    }
+    let (tail, head) = (seg.read::<u64>(TAIL)?, seg.read::<u64>(HEAD)?);
+    info.details.push(("capacity", header.params[0].to_string()));
+    info.details.push(("largest message", header.params[1].to_string()));
+    info.details.push(("fill", format!("{} bytes", tail.saturating_sub(head))));
+    info.details.push(("sent", format!("{tail} bytes (with headers)")));
+    Ok(())
+}
+
 /// Which end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {

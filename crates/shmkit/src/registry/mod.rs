@@ -250,3 +250,85 @@ pub(crate) fn open(seg: &Segment, kind: ObjectKind, version: u32) -> Result<Obje
     }
     Ok(header)
 }
+
+/// A process that holds part of a shmkit object (a ring's producer, a
+/// service's server, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// What it is to the object: `producer`, `consumer`, `publisher`, …
+    pub role: &'static str,
+    /// The process.
+    pub process: ProcessId,
+    /// Whether it still runs.
+    pub alive: bool,
+}
+
+/// What `shmkit ls` and `shmkit info` show about a shmkit object.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// Where initialisation stands: `ready`, `initializing` or `empty`.
+    pub state: &'static str,
+    /// The validated header (`None` unless `state` is `ready`).
+    pub header: Option<ObjectHeader>,
+    /// The creator as recorded (also while initialising).
+    pub creator: ProcessId,
+    /// Whether the creator still runs.
+    pub creator_alive: bool,
+    /// Processes holding parts of the object.
+    pub holders: Vec<Holder>,
+    /// Kind-specific figures, as (name, value) pairs: capacity, fill, …
+    pub details: Vec<(&'static str, String)>,
+}
+
+impl ObjectInfo {
+    /// Stale: its creator is dead and no live process holds any part of it,
+    /// so nothing can use it any more and `shmkit gc` may remove it.
+    pub fn is_stale(&self) -> bool {
+        !self.creator_alive && !self.holders.iter().any(|h| h.alive)
+    }
+}
+
+/// Reads what a shmkit object says about itself, without waiting and
+/// without changing it (the segment may be mapped read-only).
+///
+/// # Errors
+///
+/// The object is not a shmkit object, or its header is corrupt.
+pub fn inspect(seg: &Segment) -> Result<ObjectInfo> {
+    if seg.len() < HEADER_SIZE {
+        return Err(corrupt(Op::Stat, seg, format!("{} bytes, too small for a shmkit header", seg.len())));
+    }
+    let mut raw = [0u8; 48];
+    seg.read_at(0, &mut raw)?;
+    if raw[8..16] != MAGIC && state_word(seg)?.load(Ordering::Acquire) == READY {
+        return Err(corrupt(Op::Stat, seg, "no shmkit magic: not a shmkit object".into()));
+    }
+    let creator = ProcessId {
+        pid: u32::from_ne_bytes(raw[32..36].try_into().expect("4 bytes")),
+        start: u64::from_ne_bytes(raw[40..48].try_into().expect("8 bytes")),
+    };
+    let state = match state_word(seg)?.load(Ordering::Acquire) {
+        READY => "ready",
+        INITIALIZING => "initializing",
+        EMPTY => "empty",
+        other => return Err(corrupt(Op::Stat, seg, format!("header state {other}"))),
+    };
+    let mut info = ObjectInfo {
+        state,
+        header: None,
+        creator,
+        creator_alive: creator.is_alive(),
+        holders: Vec::new(),
+        details: Vec::new(),
+    };
+    if state == "ready" {
+        let header = read(seg, Duration::ZERO)?;
+        match header.kind {
+            ObjectKind::Ring => crate::channel::ring::inspect(seg, &header, &mut info)?,
+            ObjectKind::PubSub | ObjectKind::ReqRep => {}
+        }
+        info.header = Some(header);
+    }
+    Ok(info)
+}
