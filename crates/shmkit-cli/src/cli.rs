@@ -61,6 +61,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  shmkit recv backup > backup.tar\n  shmkit recv backup --timeout 5 | head -c 100"
     )]
     Recv(RecvArgs),
+    /// Measure shmkit against every classic IPC mechanism on this machine
+    #[command(
+        after_help = "Examples:\n  shmkit bench --quick\n  shmkit bench --json > results.json\n  shmkit bench --svg bench.svg --with-peers bench/peers/target/release/shmkit-peers"
+    )]
+    Bench(BenchArgs),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  shmkit completions bash > /etc/bash_completion.d/shmkit\n  shmkit completions zsh > ~/.zfunc/_shmkit"
@@ -194,6 +199,22 @@ pub(crate) struct RecvArgs {
     /// Ring capacity if this side creates it (a power of two)
     #[arg(long, default_value = "4M", value_parser = parse_size)]
     pub(crate) capacity: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// A short run (under 30 s) for a first look and CI
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Print every statistic and the machine as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Also draw latency and throughput against message size into this SVG file
+    #[arg(long)]
+    pub(crate) svg: Option<std::path::PathBuf>,
+    /// Run the peers' benchmark (iceoryx2; built with `cd bench/peers && cargo build --release`) and merge it
+    #[arg(long, value_name = "BINARY")]
+    pub(crate) with_peers: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One function per verb; [`run`] dispatches.
 
+mod bench;
 mod limits;
 mod ls;
 mod segment;
@@ -17,6 +18,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
         Command::Rm(args) => segment::rm(args),
         Command::Limits(args) => limits::limits(args),
         Command::Ls(args) => ls::ls(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Gc(args) => ls::gc(args),
         Command::Send(args) => stream::send(args),
         Command::Recv(args) => stream::recv(args),

@@ -81,7 +81,17 @@ pub(crate) fn heavy_fence(membarrier: bool) {
 /// core is writing takes the line away from it, and a waiter that checks less
 /// often lets a streaming writer fill whole lines.
 #[inline]
-pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+#[allow(dead_code)] // the ring uses `spin_until_for`; kept for the other channels
+pub(crate) fn spin_until(ready: impl FnMut() -> bool) -> bool {
+    spin_until_for(SPIN, ready)
+}
+
+/// [`spin_until`] with a spin budget of `limit` (zero: check once).
+#[inline]
+pub(crate) fn spin_until_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    if limit.is_zero() {
+        return ready();
+    }
     let start = Instant::now();
     let mut pauses = 1;
     let mut checks = 0u32;
@@ -98,7 +108,7 @@ pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
         if checks >= 64 {
             pauses = 16;
         }
-        if start.elapsed() >= SPIN {
+        if start.elapsed() >= limit {
             return ready();
         }
     }
