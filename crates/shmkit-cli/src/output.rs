@@ -48,16 +48,7 @@ fn lookup_name(file: &str, id: u32) -> Option<String> {
 
 /// Whether a process with this pid exists (zombies count as gone).
 pub(crate) fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => {
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z")
-        }
-        Err(_) => false,
-    }
+    u32::try_from(pid).is_ok_and(|pid| shmkit::registry::ProcessId { pid, start: 0 }.is_alive())
 }
 
 /// `println!` that returns the write error (a closed pipe downstream)
