@@ -193,7 +193,7 @@ pub(crate) struct SendArgs {
 pub(crate) struct RecvArgs {
     /// The channel's name
     pub(crate) name: String,
-    /// Give up if no data arrives within this many seconds (default: wait)
+    /// Give up (exit 1) if no data arrives for this many seconds, at the start or between chunks (default: wait)
     #[arg(long)]
     pub(crate) timeout: Option<f64>,
     /// Ring capacity if this side creates it (a power of two)

@@ -10,8 +10,11 @@
 //! `shm_open`/`mmap` in both directions; `info` against `ipcs -m`; page
 //! rounding and sizes up to 1 GiB; exit codes and messages for bad usage (2)
 //! and failed operations (1); broken pipes; `rm` of every kind; `limits`;
-//! `file:` targets and their persistence; modes under any umask.
+//! `file:` targets and their persistence; modes under any umask. The newer
+//! verbs (`ls`, `gc`, `rm` of objects in use, `send`/`recv`, `completions`)
+//! are tested in [`e2e`].
 
+mod e2e;
 mod util;
 
 use std::io::{Read, Write};

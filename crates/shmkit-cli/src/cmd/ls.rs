@@ -145,8 +145,24 @@ fn sysv_msg() -> Vec<Value> {
         .collect()
 }
 
+/// How long an object may stay empty or initialising before it counts as
+/// abandoned: a creator reserves the space (which can take a while for a
+/// large object) before it writes the header, so a young object whose
+/// header is not ready yet is being made, not left behind.
+const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Seconds since the object's last status change (its creation, for an
+/// object nobody has resized or chmod-ed).
+fn age(name: &str) -> Option<std::time::Duration> {
+    let meta = std::fs::symlink_metadata(Path::new("/dev/shm").join(name.trim_start_matches('/'))).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let changed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.ctime().max(0) as u64);
+    std::time::SystemTime::now().duration_since(changed).ok()
+}
+
 /// What a shmkit object says about itself, as JSON, and whether it is stale
-/// (creator dead, no live holder, no process mapping it).
+/// (creator dead, no live holder, no process mapping it; and, if its header
+/// is not ready, older than [`CREATION_GRACE`]).
 pub(crate) fn shmkit_json(name: &str, users: &[u32]) -> (Value, bool) {
     let target = match shmkit::Target::posix(name) {
         Ok(t) => t,
@@ -159,7 +175,8 @@ pub(crate) fn shmkit_json(name: &str, users: &[u32]) -> (Value, bool) {
     let mapped_by_others = users.iter().any(|&p| p != std::process::id() && pid_alive(p as i32));
     match registry::inspect(&seg) {
         Ok(info) => {
-            let stale = info.is_stale() && !mapped_by_others;
+            let young = info.state != "ready" && age(name).is_none_or(|a| a < CREATION_GRACE);
+            let stale = info.is_stale() && !mapped_by_others && !young;
             let details: serde_json::Map<String, Value> =
                 info.details.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
             let v = json!({
@@ -183,7 +200,7 @@ pub(crate) fn shmkit_json(name: &str, users: &[u32]) -> (Value, bool) {
     }
 }
 
-fn posix(users: &HashMap<String, Vec<u32>>) -> Vec<Value> {
+fn posix(users: &HashMap<String, Vec<u32>>, inspect: bool) -> Vec<Value> {
     let Ok(dir) = std::fs::read_dir("/dev/shm") else { return Vec::new() };
     let mut out = Vec::new();
     for entry in dir.flatten() {
@@ -213,7 +230,7 @@ fn posix(users: &HashMap<String, Vec<u32>>) -> Vec<Value> {
         v["mtime"] = json!(meta.mtime());
         v["ctime"] = json!(meta.ctime());
         v["users"] = json!(pids);
-        if kind == "shmkit" {
+        if kind == "shmkit" && inspect {
             v["shmkit"] = shmkit_json(&format!("/{name}"), &pids).0;
         }
         out.push(v);
@@ -222,13 +239,14 @@ fn posix(users: &HashMap<String, Vec<u32>>) -> Vec<Value> {
     out
 }
 
-/// Every IPC object on the host.
-pub(crate) fn all() -> Vec<Value> {
+/// Every IPC object on the host (or those of one kind). shmkit objects are
+/// opened to read their headers only when they are to be shown.
+pub(crate) fn all(kind: Option<LsKind>) -> Vec<Value> {
     let users = posix_users();
     let mut out = sysv_shm();
     out.extend(sysv_sem());
     out.extend(sysv_msg());
-    out.extend(posix(&users));
+    out.extend(posix(&users, matches!(kind, None | Some(LsKind::Shmkit))));
     out
 }
 
@@ -344,7 +362,7 @@ fn table(
 
 pub(crate) fn ls(args: LsArgs) -> anyhow::Result<()> {
     let objects: Vec<Value> =
-        all().into_iter().filter(|v| matches(v, args.kind)).filter(|v| !args.stale || is_stale(v)).collect();
+        all(args.kind).into_iter().filter(|v| matches(v, args.kind)).filter(|v| !args.stale || is_stale(v)).collect();
     if args.json {
         for v in &objects {
             out!("{v}");
@@ -371,7 +389,7 @@ pub(crate) fn gc(args: GcArgs) -> anyhow::Result<()> {
     let mut removed = Vec::new();
     let mut kept = Vec::new();
     let mut failed = 0;
-    for v in posix(&users).into_iter().filter(|v| v["kind"] == "shmkit") {
+    for v in posix(&users, true).into_iter().filter(|v| v["kind"] == "shmkit") {
         let name = v["name"].as_str().unwrap_or_default().to_string();
         let k = &v["shmkit"];
         if k["stale"].as_bool() != Some(true) {
@@ -381,6 +399,8 @@ pub(crate) fn gc(args: GcArgs) -> anyhow::Result<()> {
                 format!("its creator (pid {}) is alive", k["creator_pid"])
             } else if let Some(h) = k["holders"].as_array().and_then(|h| h.iter().find(|h| h["alive"] == true)) {
                 format!("its {} (pid {}) is alive", h["role"].as_str().unwrap_or("holder"), h["pid"])
+            } else if k["state"].as_str() != Some("ready") {
+                "it is being created (its header is not written yet)".to_string()
             } else {
                 "a live process maps it".to_string()
             };

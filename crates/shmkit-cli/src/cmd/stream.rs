@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shmkit::ErrorKind;
-use shmkit::channel::ring::{Receiver, RingOptions, Sender};
+use shmkit::channel::ring::{PeerState, Receiver, RingOptions, Sender};
 
 use crate::cli::{RecvArgs, SendArgs};
 
@@ -37,17 +37,25 @@ pub(crate) fn send(args: SendArgs) -> anyhow::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("cannot read standard input"),
         };
-        match tx.send(&buf[..n]) {
-            Ok(()) => {}
-            // The receiver went away (e.g. `recv | head -c 10`): stop.
-            Err(e) if *e.kind() == ErrorKind::Disconnected => return Ok(()),
-            Err(e) => return Err(e.into()),
+        if let Err(e) = tx.send(&buf[..n]) {
+            return receiver_gone(&tx, &args.name, e);
         }
     }
     match tx.send(&[]) {
         Ok(()) => Ok(()),
-        Err(e) if *e.kind() == ErrorKind::Disconnected => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => receiver_gone(&tx, &args.name, e),
+    }
+}
+
+/// A send failed: a receiver that closed its end (e.g. `recv | head -c 10`)
+/// ends the stream cleanly; one that died is an error.
+fn receiver_gone(tx: &Sender, name: &str, err: shmkit::Error) -> anyhow::Result<()> {
+    if *err.kind() != ErrorKind::Disconnected {
+        return Err(err.into());
+    }
+    match tx.peer_state() {
+        PeerState::Died => bail!("the receiver on {name} died; the rest of the stream was not delivered"),
+        _ => Ok(()),
     }
 }
 
@@ -59,13 +67,11 @@ pub(crate) fn recv(args: RecvArgs) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     let mut out = io::stdout().lock();
     let mut total: u64 = 0;
-    let mut first = true;
     loop {
-        let result = match (first, args.timeout) {
-            (true, Some(t)) => rx.recv_timeout(&mut buf, Duration::from_secs_f64(t)),
-            _ => rx.recv(&mut buf),
+        let result = match args.timeout {
+            Some(t) => rx.recv_timeout(&mut buf, Duration::from_secs_f64(t)),
+            None => rx.recv(&mut buf),
         };
-        first = false;
         match result {
             Ok(0) => break,
             Ok(n) => {
@@ -80,7 +86,8 @@ pub(crate) fn recv(args: RecvArgs) -> anyhow::Result<()> {
                 total += n as u64;
             }
             Err(e) if *e.kind() == ErrorKind::Timeout => {
-                bail!("no sender on {} within {} s", args.name, args.timeout.unwrap_or_default())
+                let _ = out.flush();
+                bail!("no data on {} for {} s ({total} bytes received)", args.name, args.timeout.unwrap_or_default())
             }
             Err(e) if *e.kind() == ErrorKind::Disconnected => {
                 let _ = out.flush();

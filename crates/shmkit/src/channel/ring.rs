@@ -231,6 +231,20 @@ impl Side {
     }
 }
 
+/// Where the other end of a ring stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerState {
+    /// No process has opened it yet.
+    Never,
+    /// A live process holds it.
+    Active,
+    /// It was closed (dropped).
+    Closed,
+    /// Its process died without closing it.
+    Died,
+}
+
 /// What both ends share: the mapping and the addresses in it.
 #[derive(Debug)]
 struct Shared {
@@ -316,6 +330,15 @@ impl Shared {
         }
     }
 
+    fn peer_state(&self) -> PeerState {
+        match self.end_state(self.side.other()).load(Ordering::Acquire) {
+            NEVER => PeerState::Never,
+            CLOSED => PeerState::Closed,
+            _ if self.peer_gone() => PeerState::Died,
+            _ => PeerState::Active,
+        }
+    }
+
     /// Whether the other end has closed (one atomic load; no `/proc`).
     fn peer_closed(&self) -> bool {
         self.end_state(self.side.other()).load(Ordering::Acquire) == CLOSED
@@ -362,8 +385,9 @@ impl Shared {
             // Nobody will read what is left: remove unless a live producer
             // is still writing.
             Side::Consumer => matches!(other, NEVER | CLOSED) || self.peer_gone(),
-            // Keep unread messages for a consumer that has not come yet.
-            Side::Producer => other == CLOSED,
+            // Keep unread messages for a consumer that has not come yet;
+            // remove them if the consumer closed or died.
+            Side::Producer => other == CLOSED || (other == ACTIVE && self.peer_gone()),
         };
         if remove {
             // Fails only if the other end removed it at the same moment.
@@ -520,6 +544,13 @@ impl Sender {
     /// The largest message this ring carries.
     pub fn max_message(&self) -> usize {
         self.shared.max_message as usize
+    }
+
+    /// Where the consumer stands: after [`ErrorKind::Disconnected`], this
+    /// tells a consumer that closed ([`PeerState::Closed`]) from one that
+    /// died ([`PeerState::Died`]).
+    pub fn peer_state(&self) -> PeerState {
+        self.shared.peer_state()
     }
 
     /// How long a wait for room spins (checking with the pause
@@ -805,6 +836,12 @@ impl Receiver {
     /// The largest message this ring carries.
     pub fn max_message(&self) -> usize {
         self.shared.max_message as usize
+    }
+
+    /// Where the producer stands: after [`ErrorKind::Disconnected`], this
+    /// tells a producer that closed from one that died.
+    pub fn peer_state(&self) -> PeerState {
+        self.shared.peer_state()
     }
 
     /// How long a wait for a message spins before it sleeps; default 20 µs.
