@@ -326,7 +326,8 @@ pub fn inspect(seg: &Segment) -> Result<ObjectInfo> {
         let header = read(seg, Duration::ZERO)?;
         match header.kind {
             ObjectKind::Ring => crate::channel::ring::inspect(seg, &header, &mut info)?,
-            ObjectKind::PubSub | ObjectKind::ReqRep => {}
+            ObjectKind::ReqRep => crate::channel::reqrep::inspect(seg, &header, &mut info)?,
+            ObjectKind::PubSub => {}
         }
         info.header = Some(header);
     }
