@@ -1,3 +1,1902 @@
 //! Publish/subscribe: one publisher, many subscribers, zero-copy.
 //!
-//! (Being written.)
+//! A service lives in the POSIX object `/shmkit.pubsub.NAME`. The publisher
+//! loans a slot, writes the sample in place and publishes it; every
+//! subscriber reads the same slot in place (or copies it out). Subscribers
+//! join and leave at any time; each keeps its own position.
+//!
+//! ```no_run
+//! use shmkit::channel::pubsub::{PubSubOptions, Publisher, Subscriber};
+//!
+//! let mut publisher = Publisher::open_or_create("sensors", &PubSubOptions::new())?;
+//! let mut subscriber = Subscriber::open("sensors")?;
+//! let mut loan = publisher.loan()?;
+//! loan.write_at(0, b"hello")?;
+//! loan.set_len(5)?;
+//! loan.publish();
+//! let sample = subscriber.receive()?;
+//! let mut text = [0u8; 5];
+//! assert!(sample.read_at(0, &mut text)?); // false: overwritten while read
+//! # Ok::<(), shmkit::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! | offset | what | written by |
+//! |---|---|---|
+//! | 0 | object header ([`crate::registry`]); `params`: slots, largest sample, max subscribers, policy, type size, history, slot stride | creator |
+//! | 128 | payload type name (`std::any::type_name`, its last 64 bytes, NUL-padded; empty for raw bytes) | creator |
+//! | 192 | publisher: `owner` (u64: state in the low half, pid in the high half), `start` (u64) | publisher, on open and close |
+//! | 256 | `published` (u64): samples published so far (the next sequence number) | publisher, every sample |
+//! | 320 | `publisher_sleeping` (u32 futex word) | publisher going to sleep, subscribers waking it |
+//! | 384 | `sleepers` (u32): subscribers asleep; `notify` (u32 futex word) at 388 | subscribers going to sleep, publisher waking them |
+//! | 512 | subscriber table, one 64-byte line each: `owner` (u64), `start` (u64), `cursor` (u64), `sleeping` (u32) | that subscriber (the publisher or a joiner only to reclaim a dead one) |
+//! | 512 + 64 × max | slots, `stride` bytes each: `seq` (u64), `len` (u64), payload from offset 16 | publisher |
+//!
+//! The stride is `16 + largest sample` rounded up to 64, so a sample of up
+//! to 48 bytes shares one cache line with its sequence word: a subscriber
+//! pays one cache-line transfer per small sample. Each subscriber's cursor
+//! is on a line of its own; the lines read on every sample by the side that
+//! does not write them (`sleepers` by the publisher, `publisher_sleeping`
+//! by subscribers) are written only when someone goes to sleep, so those
+//! reads are cache hits in steady state.
+//!
+//! # Protocol
+//!
+//! Samples are numbered from 0; sample `n` lives in slot `n % slots`. A
+//! slot's `seq` word is `2n + 1` while sample `n` is being written, `2n + 2`
+//! once it is published, and 0 before first use. A subscriber's `cursor` is
+//! the number of the next sample it needs: it has finished with every
+//! sample before it.
+//!
+//! - **Loan** (publisher): under back-pressure, wait until the slot is free
+//!   (below); then store `seq = 2n + 1` (release) and a release fence, so
+//!   that a subscriber that reads the old sample in place sees the change
+//!   when it re-checks.
+//! - **Publish**: store `len`, then **SYNC POINT** `seq = 2n + 2` with
+//!   release, which pairs with the subscriber's acquire load of `seq`; then
+//!   `published = n + 1` (release, read by joiners and lapped subscribers
+//!   with acquire); then the light fence and a load of `sleepers`: a futex
+//!   wake only if some subscriber sleeps.
+//! - **Receive** (subscriber at cursor `c`): **SYNC POINT** acquire load of
+//!   `seq`. `2c + 2`: the sample is there (`len` is checked against the
+//!   slot size). Less: not yet published. More: the publisher lapped us
+//!   (overwrite-oldest, or history lost while joining): we skip ahead to
+//!   `max(c + 1, published - slots + 1)` and count the skipped samples as
+//!   missed. A value that is not a sample of that slot is
+//!   [`ErrorKind::Corrupt`]. After reading the payload (copy or in place), an
+//!   acquire fence and a second load of `seq` (seqlock): if it changed, the
+//!   sample was overwritten while read and counts as missed, never as data.
+//! - **Release**: **SYNC POINT** the subscriber stores `cursor = c + 1` with
+//!   release, pairing with the publisher's acquire load of the cursors when
+//!   it rescans: the publisher overwrites the slot only after we are done.
+//!
+//! Under back-pressure the publisher may write sample `n` when every active
+//! subscriber's cursor is above `n - slots`. It keeps the minimum of the
+//! cursors from its last scan and rescans the table (a SeqCst fence, then
+//! acquire loads) only when that cached minimum says the slot is not free,
+//! so it reads the subscribers' lines about once per `slots` samples.
+//!
+//! A joiner claims a free entry (`owner` CAS to "claiming" with its pid,
+//! then its start time, then its cursor = `published - history`, then CAS
+//! to "active", SeqCst). A publisher whose cached minimum predates the join
+//! may still overwrite the history samples; the joiner then finds them
+//! lapped and counts them as missed: from the join on, back-pressure is
+//! lossless.
+//!
+//! # Waiting
+//!
+//! Both sides spin briefly, then sleep on a futex (at most
+//! `LIVENESS_INTERVAL` at a time, so a dead peer is noticed within a
+//! second). A subscriber going to sleep sets its entry's `sleeping` flag,
+//! increments `sleepers`, runs the heavy fence, loads `notify` (acquire),
+//! re-checks its slot and waits on `notify`. The publisher, after storing
+//! `seq`, runs the light fence and loads `sleepers`; if non-zero it
+//! increments `notify` (release) and wakes all. This is a Dekker pair: the
+//! heavy fence (`membarrier`) makes the subscriber's store of `sleepers`
+//! and the publisher's store of `seq` ordered against each other's later
+//! loads, so either the publisher sees the sleeper or the sleeper sees the
+//! sample. A sleeper that read `notify` after the increment synchronizes
+//! with it (release/acquire) and so sees the sample too. The publisher
+//! sleeping under back-pressure is the mirror image: it sets
+//! `publisher_sleeping`, heavy fence, rescans the cursors and waits;
+//! subscribers, after storing their cursor, run the light fence and load the
+//! flag (only under back-pressure).
+//!
+//! # Policies
+//!
+//! - [`Policy::BackPressure`]: the publisher waits for the slowest *live*
+//!   subscriber. When blocked, it reads the blocking subscribers' liveness
+//!   from `/proc` (pid and start time; at most every 10 ms) and reclaims
+//!   dead entries, so a subscriber killed with `SIGKILL` holds it back for
+//!   at most about `LIVENESS_INTERVAL`.
+//! - [`Policy::OverwriteOldest`]: the publisher never waits and never reads
+//!   the cursors; a subscriber learns how many samples it missed
+//!   ([`Subscriber::missed`], and the gaps in [`Sample::sequence`]).
+//!
+//! # Ends and lifetime
+//!
+//! One publisher at a time: its `owner` word is claimed with its pid and
+//! start time; a second live claimant gets [`ErrorKind::Busy`], a dead
+//! one's claim is taken over (after a crash, the new publisher resumes at
+//! `published`). Subscribers waiting for a publisher that closed or died get
+//! [`ErrorKind::Disconnected`] once they have received what is there; if a
+//! new publisher comes, they go on receiving.
+//!
+//! The object is removed by the publisher when it closes and no live
+//! subscriber remains, and by a subscriber that leaves when the publisher
+//! has closed, died or never came and no other live subscriber remains.
+//! Each closer marks itself gone (SeqCst) before it looks at the others
+//! (SeqCst), so of two closers at the same moment at least one sees the
+//! other gone and removes the object.
+//!
+//! # Limits
+//!
+//! Slots: a power of two from 2 to 2^20; a sample up to 1 GiB; 1 to 4096
+//! subscribers (default 32); history below the slot count. A full table
+//! (every entry held by a live subscriber) gives [`ErrorKind::Busy`].
+//! Sequence numbers are 64-bit and do not wrap in practice.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use super::{LIVENESS_INTERVAL, heavy_fence, holder_alive, light_fence, membarrier_ready, spin_until};
+use crate::error::{Error, ErrorKind, Op, Result};
+use crate::registry::{self, ObjectKind, ProcessId};
+use crate::segment::{Lifetime, Segment, Target};
+use crate::sys::futex;
+
+const VERSION: u32 = 1;
+const TYPE_NAME: usize = 128;
+const TYPE_NAME_LEN: usize = 64;
+const PUBLISHER: usize = 192;
+const PUBLISHED: usize = 256;
+const PUBLISHER_SLEEPING: usize = 320;
+const SLEEPERS: usize = 384;
+const NOTIFY: usize = 388;
+const TABLE: usize = 512;
+const LINE: usize = 64;
+
+/// Offsets inside an owner line (the publisher's and each subscriber's).
+const OWNER: usize = 0;
+const START: usize = 8;
+const CURSOR: usize = 16;
+const SLEEPING: usize = 24;
+
+/// Offsets inside a slot.
+const SEQ: usize = 0;
+const LEN: usize = 8;
+const PAYLOAD: usize = 16;
+
+/// Owner states (low half of an `owner` word).
+const FREE: u32 = 0;
+const CLAIMING: u32 = 1;
+const ACTIVE: u32 = 2;
+const CLOSED: u32 = 3;
+
+const MAX_SLOTS: usize = 1 << 20;
+const MAX_SAMPLE: usize = 1 << 30;
+const MAX_SUBSCRIBERS: usize = 4096;
+const MAX_TOTAL: usize = 1 << 40;
+/// Sequence numbers above this are corrupt (keeps `2n + 2` from overflowing).
+const MAX_SEQ: u64 = 1 << 62;
+/// How often liveness is read from `/proc` at most, per purpose.
+const PROC_INTERVAL: Duration = Duration::from_millis(10);
+/// Attempts of a bounded retry loop (claims, laps).
+const RETRIES: usize = 64;
+/// How many processes a futex wake may wake (`i32::MAX`: all).
+const WAKE_ALL: u32 = i32::MAX as u32;
+
+fn writing(n: u64) -> u64 {
+    2 * n + 1
+}
+
+fn done(n: u64) -> u64 {
+    2 * n + 2
+}
+
+/// Whether a deadline (`None`: none) has passed.
+fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+fn pack(state: u32, pid: u32) -> u64 {
+    u64::from(pid) << 32 | u64::from(state)
+}
+
+fn state_of(word: u64) -> u32 {
+    word as u32
+}
+
+fn pid_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// Copies `len` bytes, with inline moves for small samples.
+///
+/// # Safety
+///
+/// Both ranges must be valid for `len` bytes and must not overlap.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: every access is inside `src..src+len` or `dst..dst+len`, as
+    // the caller promises; unaligned accesses because either side may be a
+    // private buffer at any address.
+    unsafe {
+        match len {
+            8..=16 => {
+                let a = src.cast::<u64>().read_unaligned();
+                let b = src.add(len - 8).cast::<u64>().read_unaligned();
+                dst.cast::<u64>().write_unaligned(a);
+                dst.add(len - 8).cast::<u64>().write_unaligned(b);
+            }
+            _ => std::ptr::copy_nonoverlapping(src, dst, len),
+        }
+    }
+}
+
+/// What the publisher does when the slowest subscriber is a full ring of
+/// slots behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The publisher waits for the slowest live subscriber (lossless).
+    BackPressure,
+    /// The publisher overwrites the oldest sample; slow subscribers miss
+    /// samples and are told how many.
+    OverwriteOldest,
+}
+
+impl Policy {
+    fn code(self) -> u64 {
+        match self {
+            Policy::BackPressure => 1,
+            Policy::OverwriteOldest => 2,
+        }
+    }
+
+    fn from_code(code: u64) -> Option<Policy> {
+        match code {
+            1 => Some(Policy::BackPressure),
+            2 => Some(Policy::OverwriteOldest),
+            _ => None,
+        }
+    }
+}
+
+/// How to create a service (and what an opener expects of an existing one).
+#[derive(Debug, Clone)]
+pub struct PubSubOptions {
+    slots: usize,
+    max_sample: usize,
+    max_subscribers: usize,
+    policy: Policy,
+    history: usize,
+    mode: u32,
+    type_name: [u8; TYPE_NAME_LEN],
+    type_size: usize,
+}
+
+impl Default for PubSubOptions {
+    fn default() -> Self {
+        PubSubOptions {
+            slots: 64,
+            max_sample: 256,
+            max_subscribers: 32,
+            policy: Policy::BackPressure,
+            history: 0,
+            mode: 0o600,
+            type_name: [0; TYPE_NAME_LEN],
+            type_size: 0,
+        }
+    }
+}
+
+fn type_name_bytes<T>() -> [u8; TYPE_NAME_LEN] {
+    // The end of a long path names the type best: keep the last bytes.
+    let name = std::any::type_name::<T>().as_bytes();
+    let name = &name[name.len().saturating_sub(TYPE_NAME_LEN)..];
+    let mut bytes = [0u8; TYPE_NAME_LEN];
+    bytes[..name.len()].copy_from_slice(name);
+    bytes
+}
+
+fn show_type(name: &[u8; TYPE_NAME_LEN], size: u64) -> String {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(TYPE_NAME_LEN);
+    if end == 0 && size == 0 {
+        "raw bytes".into()
+    } else {
+        format!("`{}` ({size} bytes)", String::from_utf8_lossy(&name[..end]))
+    }
+}
+
+impl PubSubOptions {
+    /// Raw-bytes samples of up to 256 bytes, 64 slots, 32 subscribers,
+    /// back-pressure, no history, mode 0600.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// As [`new`](Self::new), for samples of type `T`: the largest sample is
+    /// `size_of::<T>()` and the type's name and size are recorded, so that
+    /// an opener expecting another type gets a clear error.
+    pub fn for_type<T: Pod>() -> Self {
+        let mut options = Self::default();
+        options.set_type::<T>();
+        options
+    }
+
+    fn set_type<T: Pod>(&mut self) {
+        self.type_name = type_name_bytes::<T>();
+        self.type_size = std::mem::size_of::<T>();
+        self.max_sample = self.type_size;
+    }
+
+    /// Number of slots: a power of two from 2 to 2^20 (default 64). Under
+    /// back-pressure, how far the publisher may run ahead of the slowest
+    /// subscriber.
+    pub fn slots(&mut self, slots: usize) -> &mut Self {
+        self.slots = slots;
+        self
+    }
+
+    /// Largest sample in bytes (default 256; set by
+    /// [`for_type`](Self::for_type)).
+    pub fn max_sample(&mut self, bytes: usize) -> &mut Self {
+        self.max_sample = bytes;
+        self
+    }
+
+    /// How many subscribers may be attached at once, 1 to 4096 (default 32).
+    pub fn max_subscribers(&mut self, count: usize) -> &mut Self {
+        self.max_subscribers = count;
+        self
+    }
+
+    /// What the publisher does when a subscriber lags a full ring behind
+    /// (default [`Policy::BackPressure`]).
+    pub fn policy(&mut self, policy: Policy) -> &mut Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How many already-published samples a joining subscriber receives
+    /// first (default 0: only samples published after it joined). Below
+    /// the slot count.
+    pub fn history(&mut self, samples: usize) -> &mut Self {
+        self.history = samples;
+        self
+    }
+
+    /// Permission bits of the shared-memory object (default 0600).
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+}
+
+/// The POSIX name of the service called `name`.
+pub fn object_name(name: &str) -> String {
+    format!("/{}pubsub.{name}", registry::PREFIX)
+}
+
+/// A service's shape, validated from the header once at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    slots: u64,
+    max_sample: u64,
+    max_subscribers: usize,
+    policy: Policy,
+    type_size: u64,
+    history: u64,
+    stride: usize,
+    slots_at: usize,
+    total: usize,
+}
+
+impl Layout {
+    /// The layout for these parameters, or why they are not allowed.
+    fn compute(
+        slots: u64,
+        max_sample: u64,
+        max_subscribers: u64,
+        history: u64,
+    ) -> Result<(usize, usize, usize), String> {
+        if !slots.is_power_of_two() || !(2..=MAX_SLOTS as u64).contains(&slots) {
+            return Err(format!("the slot count is a power of two from 2 to {MAX_SLOTS}, not {slots}"));
+        }
+        if max_sample > MAX_SAMPLE as u64 {
+            return Err(format!("a sample has at most {MAX_SAMPLE} bytes, not {max_sample}"));
+        }
+        if !(1..=MAX_SUBSCRIBERS as u64).contains(&max_subscribers) {
+            return Err(format!("up to 1 to {MAX_SUBSCRIBERS} subscribers, not {max_subscribers}"));
+        }
+        if history >= slots {
+            return Err(format!("a history of {history} samples needs more than {slots} slots"));
+        }
+        let stride = (PAYLOAD + max_sample as usize).div_ceil(LINE) * LINE;
+        let slots_at = TABLE + max_subscribers as usize * LINE;
+        let total = (slots as usize).checked_mul(stride).and_then(|s| s.checked_add(slots_at));
+        match total {
+            Some(total) if total <= MAX_TOTAL => Ok((stride, slots_at, total)),
+            _ => Err(format!("{slots} slots of {stride} bytes are too large")),
+        }
+    }
+}
+
+/// What both ends share: the mapping and the addresses in it.
+#[derive(Debug)]
+struct Shared {
+    seg: Segment,
+    base: NonNull<u8>,
+    layout: Layout,
+    membarrier: bool,
+    /// The publisher's owner word when its liveness was last read from
+    /// `/proc`, when, and whether it was gone.
+    checked: Cell<Option<(Instant, u64, bool)>>,
+}
+
+// SAFETY: `base` points into `seg`'s mapping, which lives as long as the
+// struct; all shared accesses are atomics or byte copies.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= self.layout.total);
+        // SAFETY: every offset used is a fixed word below the table, a word
+        // of an entry whose index is below `max_subscribers`, or a slot word
+        // whose index was reduced modulo the slot count; all of these lie
+        // inside the mapping (its length was checked against the layout at
+        // open), are 8-aligned (the mapping is page-aligned, lines and
+        // strides are multiples of 64), and live as long as `self`. Shared
+        // words are only accessed atomically.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= self.layout.total);
+        // SAFETY: as in `u64_at`, for 4-aligned 32-bit words.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    fn entry(&self, index: usize) -> usize {
+        debug_assert!(index < self.layout.max_subscribers);
+        TABLE + index * LINE
+    }
+
+    fn slot(&self, n: u64) -> usize {
+        self.layout.slots_at + (n & (self.layout.slots - 1)) as usize * self.layout.stride
+    }
+
+    fn seq(&self, n: u64) -> &AtomicU64 {
+        self.u64_at(self.slot(n) + SEQ)
+    }
+
+    fn len_word(&self, n: u64) -> &AtomicU64 {
+        self.u64_at(self.slot(n) + LEN)
+    }
+
+    fn payload(&self, n: u64) -> *mut u8 {
+        // SAFETY: the slot's payload (`max_sample` bytes after 16) lies
+        // inside the mapping, as in `u64_at`.
+        unsafe { self.base.as_ptr().add(self.slot(n) + PAYLOAD) }
+    }
+
+    fn label(&self) -> &str {
+        self.seg.name()
+    }
+
+    fn err(&self, op: Op, kind: ErrorKind) -> Error {
+        Error::new(op, self.label(), kind)
+    }
+
+    fn corrupt(&self, op: Op, what: String) -> Error {
+        self.err(op, ErrorKind::Corrupt(what))
+    }
+
+    /// Whether the holder recorded in `owner` (of the line at `line`) runs.
+    /// A claim in progress has no start time yet: only the pid is checked.
+    fn owner_alive(&self, line: usize, owner: u64) -> bool {
+        match state_of(owner) {
+            CLAIMING => holder_alive(pid_of(owner), 0),
+            ACTIVE => holder_alive(pid_of(owner), self.u64_at(line + START).load(Ordering::Acquire)),
+            _ => false,
+        }
+    }
+
+    /// Takes the line at `line` from `seen` (free, closed, or a dead
+    /// holder's) to "claiming" by this process, and records its start time.
+    fn try_claim(&self, line: usize, me: &ProcessId, seen: u64) -> bool {
+        let owner = self.u64_at(line + OWNER);
+        if owner.compare_exchange(seen, pack(CLAIMING, me.pid), Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        self.u64_at(line + START).store(me.start, Ordering::Release);
+        true
+    }
+
+    /// Finishes a claim: "claiming" to "active" (SeqCst, see the join).
+    fn activate(&self, line: usize, me: &ProcessId) -> bool {
+        self.u64_at(line + OWNER)
+            .compare_exchange(pack(CLAIMING, me.pid), pack(ACTIVE, me.pid), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Clears a subscriber entry's `sleeping` flag and, if it was set, takes
+    /// it off the `sleepers` count.
+    fn clear_sleeping(&self, line: usize) {
+        if self.u32_at(line + SLEEPING).swap(0, Ordering::Relaxed) == 1 {
+            let _ = self.u32_at(SLEEPERS).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Frees the entry of a dead subscriber (if it still holds `owner`).
+    fn reclaim(&self, index: usize, owner: u64) -> bool {
+        let line = self.entry(index);
+        let freed = self
+            .u64_at(line + OWNER)
+            .compare_exchange(owner, pack(FREE, 0), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if freed {
+            self.clear_sleeping(line);
+        }
+        freed
+    }
+
+    /// Whether some subscriber entry is held by a live process (slow: reads
+    /// `/proc`; for closing).
+    fn any_live_subscriber(&self) -> bool {
+        fence(Ordering::SeqCst);
+        (0..self.layout.max_subscribers).any(|i| {
+            let line = self.entry(i);
+            let owner = self.u64_at(line + OWNER).load(Ordering::SeqCst);
+            matches!(state_of(owner), CLAIMING | ACTIVE) && self.owner_alive(line, owner)
+        })
+    }
+
+    /// Active subscriber entries (no liveness check).
+    fn active_subscribers(&self) -> usize {
+        (0..self.layout.max_subscribers)
+            .filter(|&i| state_of(self.u64_at(self.entry(i) + OWNER).load(Ordering::Acquire)) == ACTIVE)
+            .count()
+    }
+
+    fn publisher_owner(&self) -> u64 {
+        self.u64_at(PUBLISHER + OWNER).load(Ordering::Acquire)
+    }
+
+    /// Whether the publisher closed (one load; no `/proc`).
+    fn publisher_closed(&self) -> bool {
+        state_of(self.publisher_owner()) == CLOSED
+    }
+
+    /// Whether the publisher closed or died. Its liveness is read from
+    /// `/proc` at most every 10 ms (per publisher identity).
+    fn publisher_gone(&self) -> bool {
+        let owner = self.publisher_owner();
+        match state_of(owner) {
+            FREE => false,
+            CLAIMING | ACTIVE => {
+                if let Some((_, _, gone)) =
+                    self.checked.get().filter(|&(at, seen, _)| seen == owner && at.elapsed() < PROC_INTERVAL)
+                {
+                    return gone;
+                }
+                let gone = !self.owner_alive(PUBLISHER, owner);
+                self.checked.set(Some((Instant::now(), owner, gone)));
+                gone
+            }
+            // Closed, or a scribbled word: nobody publishes.
+            _ => true,
+        }
+    }
+
+    /// Wakes every sleeping subscriber.
+    fn wake_subscribers(&self) {
+        let notify = self.u32_at(NOTIFY);
+        notify.fetch_add(1, Ordering::Release);
+        futex::wake(notify, WAKE_ALL);
+    }
+
+    /// Removes the object's name. Fails only if another closer removed it
+    /// at the same moment.
+    fn remove(&mut self) {
+        let _ = self.seg.remove();
+    }
+}
+
+/// Opens or creates the object and validates its header against what the
+/// caller expects.
+fn open_shared(name: &str, options: Option<&PubSubOptions>, expect_type: Option<([u8; 64], u64)>) -> Result<Shared> {
+    let target = Target::posix(&object_name(name))?;
+    let seg = match options {
+        Some(opts) => {
+            let (stride, _, total) = Layout::compute(
+                opts.slots as u64,
+                opts.max_sample as u64,
+                opts.max_subscribers as u64,
+                opts.history as u64,
+            )
+            .map_err(|why| Error::invalid(Op::Create, target.to_string(), why))?;
+            if opts.type_size > opts.max_sample {
+                return Err(Error::invalid(
+                    Op::Create,
+                    target.to_string(),
+                    format!("a sample of {} bytes cannot hold its type of {} bytes", opts.max_sample, opts.type_size),
+                ));
+            }
+            let created = Segment::options().size(total).mode(opts.mode).lifetime(Lifetime::Persistent).create(&target);
+            let mut seg = match created {
+                Err(e) if *e.kind() == ErrorKind::AlreadyExists => {
+                    Segment::options().lifetime(Lifetime::Persistent).open(&target)?
+                }
+                other => other?,
+            };
+            if seg.created() {
+                let params = [
+                    opts.slots as u64,
+                    opts.max_sample as u64,
+                    opts.max_subscribers as u64,
+                    opts.policy.code(),
+                    opts.type_size as u64,
+                    opts.history as u64,
+                    stride as u64,
+                    0,
+                ];
+                let type_name = opts.type_name;
+                let init = registry::init(&mut seg, ObjectKind::PubSub, VERSION, params, |seg| {
+                    // Fault every page in now, not on the first samples.
+                    let zeros = vec![0u8; 1 << 16];
+                    let mut at = registry::HEADER_SIZE;
+                    while at < seg.len() {
+                        let n = zeros.len().min(seg.len() - at);
+                        seg.write_at(at, &zeros[..n])?;
+                        at += n;
+                    }
+                    seg.write_at(TYPE_NAME, &type_name)
+                });
+                if let Err(e) = init {
+                    let _ = seg.remove();
+                    return Err(e);
+                }
+            }
+            seg
+        }
+        None => Segment::options().lifetime(Lifetime::Persistent).open(&target)?,
+    };
+    let header = registry::open(&seg, ObjectKind::PubSub, VERSION)?;
+    let p = header.params;
+    let bad = |what: String| Error::new(Op::Open, seg.name(), ErrorKind::Corrupt(what));
+    let (stride, slots_at, total) = Layout::compute(p[0], p[1], p[2], p[5]).map_err(&bad)?;
+    let policy = Policy::from_code(p[3]).ok_or_else(|| bad(format!("policy {}", p[3])))?;
+    if total != seg.len() || stride as u64 != p[6] || p[4] > p[1] {
+        return Err(bad(format!("parameters {p:?} do not fit the object of {} bytes", seg.len())));
+    }
+    let layout = Layout {
+        slots: p[0],
+        max_sample: p[1],
+        max_subscribers: p[2] as usize,
+        policy,
+        type_size: p[4],
+        history: p[5],
+        stride,
+        slots_at,
+        total,
+    };
+    let mut type_name = [0u8; TYPE_NAME_LEN];
+    seg.read_at(TYPE_NAME, &mut type_name)?;
+    let mismatch = |what: String| Error::invalid(Op::Open, seg.name(), format!("the service exists with {what}"));
+    if let Some(opts) = options {
+        let wanted = [
+            ("slots", layout.slots, opts.slots as u64),
+            ("bytes per sample at most", layout.max_sample, opts.max_sample as u64),
+            ("subscribers at most", layout.max_subscribers as u64, opts.max_subscribers as u64),
+            ("samples of history", layout.history, opts.history as u64),
+        ];
+        for (what, have, want) in wanted {
+            if have != want {
+                return Err(mismatch(format!("{have} {what}, not {want}")));
+            }
+        }
+        if layout.policy != opts.policy {
+            return Err(mismatch(format!("policy {:?}, not {:?}", layout.policy, opts.policy)));
+        }
+    }
+    let expect_type = expect_type.or(options.map(|o| (o.type_name, o.type_size as u64)));
+    if let Some((name, size)) = expect_type
+        && (name != type_name || size != layout.type_size)
+    {
+        return Err(Error::new(
+            Op::Open,
+            seg.name(),
+            ErrorKind::WrongType(format!(
+                "a service of {}, not of {}",
+                show_type(&type_name, layout.type_size),
+                show_type(&name, size)
+            )),
+        ));
+    }
+    let base = seg.as_ptr();
+    Ok(Shared { seg, base, layout, membarrier: membarrier_ready(), checked: Cell::new(None) })
+}
+
+/// The publishing end of a service.
+#[derive(Debug)]
+pub struct Publisher {
+    shared: Shared,
+    me: ProcessId,
+    /// The next sample's number (private copy of `published`).
+    next: u64,
+    /// The subscribers' smallest cursor as last scanned (back-pressure).
+    cached_min: u64,
+    /// When the blocking subscribers' liveness was last read.
+    reaped_at: Option<Instant>,
+    /// Wakes that woke nobody in a row (a subscriber may have died asleep).
+    idle_wakes: u32,
+    broken: bool,
+}
+
+impl Publisher {
+    /// Creates the service `name` (or opens it, if it exists with the same
+    /// parameters and type) and becomes its publisher.
+    ///
+    /// # Errors
+    ///
+    /// Bad options ([`ErrorKind::InvalidArgument`]), a service with other
+    /// parameters ([`ErrorKind::InvalidArgument`]) or another type
+    /// ([`ErrorKind::WrongType`]), another live publisher
+    /// ([`ErrorKind::Busy`]), a corrupt object, or the OS refuses.
+    pub fn open_or_create(name: &str, options: &PubSubOptions) -> Result<Publisher> {
+        Self::from_shared(open_shared(name, Some(options), None)?)
+    }
+
+    /// Opens the existing service `name` as its publisher, whatever its
+    /// parameters.
+    ///
+    /// # Errors
+    ///
+    /// No such service, another live publisher, or a corrupt object.
+    pub fn open(name: &str) -> Result<Publisher> {
+        Self::from_shared(open_shared(name, None, None)?)
+    }
+
+    fn from_shared(shared: Shared) -> Result<Publisher> {
+        let me = ProcessId::current();
+        let mut claimed = false;
+        for _ in 0..RETRIES {
+            let owner = shared.publisher_owner();
+            match state_of(owner) {
+                FREE | CLOSED => {}
+                CLAIMING | ACTIVE if shared.owner_alive(PUBLISHER, owner) => {
+                    return Err(shared.err(Op::Open, ErrorKind::Busy { pid: pid_of(owner) }));
+                }
+                CLAIMING | ACTIVE => {}
+                other => return Err(shared.corrupt(Op::Open, format!("publisher state {other}"))),
+            }
+            if shared.try_claim(PUBLISHER, &me, owner) {
+                claimed = shared.activate(PUBLISHER, &me);
+                break;
+            }
+        }
+        if !claimed {
+            return Err(shared.corrupt(Op::Open, "the publisher's claim keeps changing".into()));
+        }
+        let mut publisher =
+            Publisher { shared, me, next: 0, cached_min: 0, reaped_at: None, idle_wakes: 0, broken: false };
+        // Resume after a predecessor: at `published`, or one further if it
+        // died between publishing a sample and counting it.
+        let published = publisher.shared.u64_at(PUBLISHED).load(Ordering::Acquire);
+        if published >= MAX_SEQ {
+            return Err(publisher.shared.corrupt(Op::Open, format!("{published} samples published")));
+        }
+        let mut next = published;
+        if publisher.shared.seq(next).load(Ordering::Acquire) == done(next) {
+            next += 1;
+            publisher.shared.u64_at(PUBLISHED).store(next, Ordering::Release);
+        }
+        publisher.next = next;
+        // Subscribers may be behind already: scan before the first loan.
+        publisher.cached_min = publisher.scan()?.0;
+        Ok(publisher)
+    }
+
+    /// The largest sample in bytes.
+    pub fn max_sample(&self) -> usize {
+        self.shared.layout.max_sample as usize
+    }
+
+    /// The service's policy.
+    pub fn policy(&self) -> Policy {
+        self.shared.layout.policy
+    }
+
+    /// The object's name in `/dev/shm`.
+    pub fn object_name(&self) -> &str {
+        self.shared.label()
+    }
+
+    /// Samples published so far: the next sample's sequence number.
+    pub fn published(&self) -> u64 {
+        self.next
+    }
+
+    /// Subscribers attached now (entries marked active; one that died
+    /// counts until it is reclaimed).
+    pub fn subscribers(&self) -> usize {
+        self.shared.active_subscribers()
+    }
+
+    /// Scans the subscriber table: the smallest cursor of the active
+    /// subscribers (`next` if none) and the entry that holds it.
+    fn scan(&mut self) -> Result<(u64, Option<usize>)> {
+        let shared = &self.shared;
+        // Pairs with the joiner's SeqCst activation (see the module docs).
+        fence(Ordering::SeqCst);
+        let (mut min, mut at) = (self.next, None);
+        for i in 0..shared.layout.max_subscribers {
+            let line = shared.entry(i);
+            if state_of(shared.u64_at(line + OWNER).load(Ordering::Acquire)) != ACTIVE {
+                continue;
+            }
+            // SYNC POINT: acquire pairs with the subscriber's release of its
+            // cursor after it finished reading the samples before it.
+            let cursor = shared.u64_at(line + CURSOR).load(Ordering::Acquire);
+            if cursor > self.next {
+                self.broken = true;
+                return Err(shared.corrupt(
+                    Op::Send,
+                    format!("subscriber {i} is at sample {cursor}, beyond the {} published", self.next),
+                ));
+            }
+            if cursor < min {
+                (min, at) = (cursor, Some(i));
+            }
+        }
+        Ok((min, at))
+    }
+
+    /// Frees the entries of dead subscribers that hold the next slot (reads
+    /// `/proc`, at most every 10 ms). Whether any was freed.
+    fn reap_blockers(&mut self) -> bool {
+        if self.reaped_at.is_some_and(|at| at.elapsed() < PROC_INTERVAL) {
+            return false;
+        }
+        self.reaped_at = Some(Instant::now());
+        let shared = &self.shared;
+        let need = (self.next + 1).saturating_sub(shared.layout.slots);
+        let mut freed = false;
+        for i in 0..shared.layout.max_subscribers {
+            let line = shared.entry(i);
+            let owner = shared.u64_at(line + OWNER).load(Ordering::Acquire);
+            if state_of(owner) == ACTIVE
+                && shared.u64_at(line + CURSOR).load(Ordering::Acquire) < need
+                && !shared.owner_alive(line, owner)
+            {
+                freed |= shared.reclaim(i, owner);
+            }
+        }
+        freed
+    }
+
+    /// Frees dead subscribers that announced sleep (they keep `sleepers`
+    /// above zero and make every publish wake nobody).
+    fn reap_sleepers(&mut self) {
+        let shared = &self.shared;
+        for i in 0..shared.layout.max_subscribers {
+            let line = shared.entry(i);
+            let owner = shared.u64_at(line + OWNER).load(Ordering::Acquire);
+            if shared.u32_at(line + SLEEPING).load(Ordering::Relaxed) != 0
+                && matches!(state_of(owner), CLAIMING | ACTIVE)
+                && !shared.owner_alive(line, owner)
+            {
+                shared.reclaim(i, owner);
+            }
+        }
+    }
+
+    /// Waits until the slot of sample `next` may be written; `None`
+    /// deadline: don't wait.
+    fn reserve(&mut self, deadline: Option<Option<Instant>>) -> Result<()> {
+        if self.broken {
+            return Err(self.shared.corrupt(Op::Send, "an earlier scan found corrupt shared memory".into()));
+        }
+        let slots = self.shared.layout.slots;
+        if self.shared.layout.policy == Policy::OverwriteOldest || self.next - self.cached_min < slots {
+            return Ok(());
+        }
+        loop {
+            let (min, blocker) = self.scan()?;
+            self.cached_min = min;
+            if self.next - min < slots {
+                return Ok(());
+            }
+            if self.reap_blockers() {
+                continue;
+            }
+            let Some(deadline) = deadline else {
+                return Err(self.shared.err(Op::Send, ErrorKind::WouldBlock));
+            };
+            // The cursor value that frees the slot.
+            let need = self.next + 1 - slots;
+            let shared = &self.shared;
+            if let Some(i) = blocker {
+                let line = shared.entry(i);
+                let spun = spin_until(|| {
+                    shared.u64_at(line + CURSOR).load(Ordering::Acquire) >= need
+                        || state_of(shared.u64_at(line + OWNER).load(Ordering::Relaxed)) != ACTIVE
+                });
+                // (The deadline is checked also after a successful spin: a
+                // cursor that keeps changing must not keep us here.)
+                if spun && !expired(deadline) {
+                    continue;
+                }
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(self.shared.err(Op::Send, ErrorKind::Timeout));
+            }
+            let shared = &self.shared;
+            let flag = shared.u32_at(PUBLISHER_SLEEPING);
+            flag.store(1, Ordering::Relaxed);
+            heavy_fence(shared.membarrier);
+            let free = (0..shared.layout.max_subscribers).all(|i| {
+                let line = shared.entry(i);
+                state_of(shared.u64_at(line + OWNER).load(Ordering::Acquire)) != ACTIVE
+                    || shared.u64_at(line + CURSOR).load(Ordering::Acquire) >= need
+            });
+            if !free {
+                let limit = left.map_or(LIVENESS_INTERVAL, |t| t.min(LIVENESS_INTERVAL));
+                futex::wait(flag, 1, Some(limit));
+            }
+            flag.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the slot of sample `next` as being written and returns where
+    /// its payload goes.
+    #[inline]
+    fn begin(&mut self) -> *mut u8 {
+        let n = self.next;
+        self.shared.seq(n).store(writing(n), Ordering::Release);
+        // Orders the mark before the payload stores (seqlock writer).
+        fence(Ordering::Release);
+        self.shared.payload(n)
+    }
+
+    /// Publishes sample `next` of `len` bytes, already in place.
+    #[inline]
+    fn commit(&mut self, len: usize) -> u64 {
+        let n = self.next;
+        let shared = &self.shared;
+        shared.len_word(n).store(len as u64, Ordering::Relaxed);
+        // SYNC POINT: release publishes the payload and length to a
+        // subscriber that acquires this sequence word.
+        shared.seq(n).store(done(n), Ordering::Release);
+        self.next = n + 1;
+        shared.u64_at(PUBLISHED).store(n + 1, Ordering::Release);
+        light_fence(shared.membarrier);
+        if shared.u32_at(SLEEPERS).load(Ordering::Relaxed) != 0 {
+            let notify = shared.u32_at(NOTIFY);
+            notify.fetch_add(1, Ordering::Release);
+            if futex::wake(notify, WAKE_ALL) == 0 {
+                self.idle_wakes += 1;
+                if self.idle_wakes >= 1024 {
+                    self.idle_wakes = 0;
+                    self.reap_sleepers();
+                }
+            } else {
+                self.idle_wakes = 0;
+            }
+        }
+        n
+    }
+
+    fn loan_with(&mut self, deadline: Option<Option<Instant>>) -> Result<Loan<'_>> {
+        self.reserve(deadline)?;
+        let ptr = self.begin();
+        let capacity = self.shared.layout.max_sample as usize;
+        Ok(Loan { ptr, len: capacity, capacity, publisher: self })
+    }
+
+    /// Loans the next slot for a sample written in place (zero-copy),
+    /// waiting (under back-pressure) until the slowest live subscriber has
+    /// released it. Write through the [`Loan`], then [`Loan::publish`]; a
+    /// loan dropped unpublished publishes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Corrupt`] if the subscriber table is corrupt.
+    pub fn loan(&mut self) -> Result<Loan<'_>> {
+        self.loan_with(Some(None))
+    }
+
+    /// [`loan`](Self::loan) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::WouldBlock`] if a live subscriber still holds the slot,
+    /// or as [`loan`](Self::loan).
+    pub fn try_loan(&mut self) -> Result<Loan<'_>> {
+        self.loan_with(None)
+    }
+
+    /// [`loan`](Self::loan), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`loan`](Self::loan), plus [`ErrorKind::Timeout`].
+    pub fn loan_timeout(&mut self, timeout: Duration) -> Result<Loan<'_>> {
+        self.loan_with(Some(Instant::now().checked_add(timeout)))
+    }
+
+    fn publish_with(&mut self, data: &[u8], deadline: Option<Option<Instant>>) -> Result<u64> {
+        let max = self.shared.layout.max_sample;
+        if data.len() as u64 > max {
+            return Err(self.shared.err(Op::Send, ErrorKind::MessageTooLarge { len: data.len() as u64, max }));
+        }
+        self.reserve(deadline)?;
+        let at = self.begin();
+        // SAFETY: the slot's payload holds `max_sample` bytes, at least
+        // `data.len()`; `data` is private memory.
+        unsafe { copy_bytes(data.as_ptr(), at, data.len()) };
+        Ok(self.commit(data.len()))
+    }
+
+    /// Copies `data` into the next slot and publishes it, waiting as
+    /// [`loan`](Self::loan) does. Returns the sample's sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::MessageTooLarge`], or as [`loan`](Self::loan).
+    pub fn publish(&mut self, data: &[u8]) -> Result<u64> {
+        self.publish_with(data, Some(None))
+    }
+
+    /// [`publish`](Self::publish) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish), plus [`ErrorKind::WouldBlock`].
+    pub fn try_publish(&mut self, data: &[u8]) -> Result<u64> {
+        self.publish_with(data, None)
+    }
+
+    /// [`publish`](Self::publish), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish), plus [`ErrorKind::Timeout`].
+    pub fn publish_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<u64> {
+        self.publish_with(data, Some(Instant::now().checked_add(timeout)))
+    }
+
+    /// Publishes a plain-data value (a sample of exactly its size).
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub fn publish_value<T: Pod>(&mut self, value: &T) -> Result<u64> {
+        self.publish(bytemuck::bytes_of(value))
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        let closed = shared
+            .u64_at(PUBLISHER + OWNER)
+            .compare_exchange(pack(ACTIVE, self.me.pid), pack(CLOSED, 0), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok();
+        if !closed {
+            // Someone took our claim (we were taken for dead): not ours to
+            // close.
+            return;
+        }
+        shared.wake_subscribers();
+        if !shared.any_live_subscriber() {
+            self.shared.remove();
+        }
+    }
+}
+
+/// A slot loaned to the publisher, written in place. Publish it with
+/// [`publish`](Self::publish); dropped unpublished, it publishes nothing.
+#[derive(Debug)]
+pub struct Loan<'p> {
+    ptr: *mut u8,
+    len: usize,
+    capacity: usize,
+    publisher: &'p mut Publisher,
+}
+
+impl Loan<'_> {
+    /// Bytes the sample will have when published (initially the largest
+    /// sample; see [`set_len`](Self::set_len)).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the sample will be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The largest sample.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sets the sample's length.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::MessageTooLarge`] above [`capacity`](Self::capacity).
+    pub fn set_len(&mut self, len: usize) -> Result<()> {
+        if len > self.capacity {
+            return Err(self
+                .publisher
+                .shared
+                .err(Op::Send, ErrorKind::MessageTooLarge { len: len as u64, max: self.capacity as u64 }));
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Copies `data` into the slot at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::OutOfBounds`] if it does not fit in the slot.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        match offset.checked_add(data.len()) {
+            // SAFETY: inside the slot's payload area; `data` is private.
+            Some(end) if end <= self.capacity => unsafe {
+                copy_bytes(data.as_ptr(), self.ptr.add(offset), data.len());
+            },
+            _ => {
+                return Err(self.publisher.shared.err(
+                    Op::Send,
+                    ErrorKind::OutOfBounds {
+                        offset: offset as u64,
+                        len: data.len() as u64,
+                        size: self.capacity as u64,
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a plain-data value at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::OutOfBounds`] if it does not fit in the slot.
+    pub fn write<T: Pod>(&mut self, offset: usize, value: &T) -> Result<()> {
+        self.write_at(offset, bytemuck::bytes_of(value))
+    }
+
+    /// The start of the slot's payload, 16-aligned, valid for
+    /// [`capacity`](Self::capacity) bytes until the loan is published or
+    /// dropped. Write through it with raw pointers, never a reference.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// The sequence number the sample will have.
+    pub fn sequence(&self) -> u64 {
+        self.publisher.next
+    }
+
+    /// Publishes the sample; returns its sequence number.
+    pub fn publish(self) -> u64 {
+        self.publisher.commit(self.len)
+    }
+}
+
+/// A subscribing end of a service.
+#[derive(Debug)]
+pub struct Subscriber {
+    shared: Shared,
+    me: ProcessId,
+    /// This subscriber's entry (offset of its line).
+    line: usize,
+    /// The next sample's number (private copy of the shared cursor).
+    cursor: u64,
+    missed: u64,
+    /// Set after corrupt shared memory was found: later calls report it
+    /// again instead of guessing.
+    broken: bool,
+}
+
+impl Subscriber {
+    /// Creates the service `name` (or opens it, if it exists with the same
+    /// parameters and type) and subscribes to it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::open_or_create`]; [`ErrorKind::Busy`] if every
+    /// subscriber entry is held by a live process.
+    pub fn open_or_create(name: &str, options: &PubSubOptions) -> Result<Subscriber> {
+        Self::join(open_shared(name, Some(options), None)?)
+    }
+
+    /// Subscribes to the existing service `name`, whatever its parameters.
+    ///
+    /// # Errors
+    ///
+    /// No such service, a corrupt object, or [`ErrorKind::Busy`] if every
+    /// subscriber entry is held by a live process.
+    pub fn open(name: &str) -> Result<Subscriber> {
+        Self::join(open_shared(name, None, None)?)
+    }
+
+    fn join(shared: Shared) -> Result<Subscriber> {
+        let me = ProcessId::current();
+        let mut holder = 0;
+        // First free entries; then entries whose holder died.
+        for pass in 0..2 {
+            for i in 0..shared.layout.max_subscribers {
+                let line = shared.entry(i);
+                let owner = shared.u64_at(line + OWNER).load(Ordering::Acquire);
+                let takeable = match state_of(owner) {
+                    FREE => true,
+                    CLAIMING | ACTIVE if pass == 1 => {
+                        let alive = shared.owner_alive(line, owner);
+                        if alive {
+                            holder = pid_of(owner);
+                        }
+                        !alive
+                    }
+                    CLAIMING | ACTIVE => false,
+                    // A scribbled word: nobody holds it.
+                    _ => pass == 1,
+                };
+                if !takeable || !shared.try_claim(line, &me, owner) {
+                    continue;
+                }
+                shared.clear_sleeping(line);
+                let published = shared.u64_at(PUBLISHED).load(Ordering::Acquire);
+                if published >= MAX_SEQ {
+                    shared.u64_at(line + OWNER).store(pack(FREE, 0), Ordering::SeqCst);
+                    return Err(shared.corrupt(Op::Open, format!("{published} samples published")));
+                }
+                let cursor = published - shared.layout.history.min(published);
+                shared.u64_at(line + CURSOR).store(cursor, Ordering::Relaxed);
+                if !shared.activate(line, &me) {
+                    continue;
+                }
+                return Ok(Subscriber { shared, me, line, cursor, missed: 0, broken: false });
+            }
+        }
+        Err(shared.err(Op::Open, ErrorKind::Busy { pid: holder }))
+    }
+
+    /// The largest sample in bytes.
+    pub fn max_sample(&self) -> usize {
+        self.shared.layout.max_sample as usize
+    }
+
+    /// The service's policy.
+    pub fn policy(&self) -> Policy {
+        self.shared.layout.policy
+    }
+
+    /// Samples this subscriber missed so far: overwritten before it read
+    /// them, or while it read them (overwrite-oldest).
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// The sequence number of the next sample this subscriber will get (if
+    /// it is not overwritten first).
+    pub fn position(&self) -> u64 {
+        self.cursor
+    }
+
+    fn fail(&mut self, what: String) -> Error {
+        self.broken = true;
+        self.shared.corrupt(Op::Recv, what)
+    }
+
+    /// Moves the cursor to `to` and tells the publisher (waking it if it
+    /// sleeps waiting for room).
+    #[inline]
+    fn advance(&mut self, to: u64) {
+        self.cursor = to;
+        // SYNC POINT: release: we are done reading the samples before `to`.
+        self.shared.u64_at(self.line + CURSOR).store(to, Ordering::Release);
+        if self.shared.layout.policy == Policy::BackPressure {
+            light_fence(self.shared.membarrier);
+            let flag = self.shared.u32_at(PUBLISHER_SLEEPING);
+            if flag.load(Ordering::Relaxed) != 0 {
+                flag.store(0, Ordering::Relaxed);
+                futex::wake(flag, 1);
+            }
+        }
+    }
+
+    /// Looks at the slot of the sample at the cursor: `Some((n, len))` when
+    /// sample `n` is there, `None` when it is not published yet. Skips
+    /// overwritten samples, counting them as missed.
+    #[inline]
+    fn poll(&mut self) -> Result<Option<(u64, usize)>> {
+        if self.broken {
+            return Err(self.shared.corrupt(Op::Recv, "an earlier sample was corrupt".into()));
+        }
+        let slots = self.shared.layout.slots;
+        for _ in 0..RETRIES {
+            let c = self.cursor;
+            let want = done(c);
+            // SYNC POINT: acquire pairs with the publisher's release of this
+            // sequence word; the payload and length are visible.
+            let seq = self.shared.seq(c).load(Ordering::Acquire);
+            if seq == want {
+                let len = self.shared.len_word(c).load(Ordering::Relaxed);
+                if len <= self.shared.layout.max_sample {
+                    return Ok(Some((c, len as usize)));
+                }
+                fence(Ordering::Acquire);
+                if self.shared.seq(c).load(Ordering::Relaxed) == want {
+                    return Err(self.fail(format!("sample {c} has {len} bytes, more than a slot holds")));
+                }
+                continue; // overwritten meanwhile
+            }
+            let sample = seq.wrapping_sub(1) / 2;
+            if seq != 0 && (sample >= MAX_SEQ || sample & (slots - 1) != c & (slots - 1)) {
+                return Err(self.fail(format!(
+                    "slot {} holds sequence word {seq:#x}, not a sample of that slot",
+                    c & (slots - 1)
+                )));
+            }
+            if seq < want {
+                return Ok(None);
+            }
+            // Lapped: the slot holds a later sample. Skip to the oldest one
+            // that may still be there.
+            let published = self.shared.u64_at(PUBLISHED).load(Ordering::Acquire);
+            if published >= MAX_SEQ {
+                return Err(self.fail(format!("{published} samples published")));
+            }
+            let to = (c + 1).max((published + 1).saturating_sub(slots));
+            self.missed += to - c;
+            self.advance(to);
+        }
+        Ok(None)
+    }
+
+    /// Whether sample `n` is still in its slot (the seqlock re-check after
+    /// reading it).
+    #[inline]
+    fn intact(&self, n: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.shared.seq(n).load(Ordering::Relaxed) == done(n)
+    }
+
+    /// Sleeps until the sample at the cursor is there (or a later one), the
+    /// publisher closes, a wake-up, or `left` / `LIVENESS_INTERVAL` pass.
+    fn park(&self, left: Option<Duration>) {
+        let shared = &self.shared;
+        let flag = shared.u32_at(self.line + SLEEPING);
+        flag.store(1, Ordering::Relaxed);
+        shared.u32_at(SLEEPERS).fetch_add(1, Ordering::Relaxed);
+        heavy_fence(shared.membarrier);
+        let notify = shared.u32_at(NOTIFY);
+        // Read before the re-check: an increment after it makes the wait
+        // return at once; one before it synchronizes (release/acquire) with
+        // a publisher that had stored the sample already.
+        let token = notify.load(Ordering::Acquire);
+        if shared.seq(self.cursor).load(Ordering::Relaxed) < done(self.cursor) && !shared.publisher_closed() {
+            let limit = left.map_or(LIVENESS_INTERVAL, |t| t.min(LIVENESS_INTERVAL));
+            futex::wait(notify, token, Some(limit));
+        }
+        shared.clear_sleeping(self.line);
+    }
+
+    /// Waits until a sample is there; `None` deadline: don't wait.
+    fn wait(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
+        loop {
+            if let Some(ready) = self.poll()? {
+                return Ok(ready);
+            }
+            let shared = &self.shared;
+            // Ready: the sample is there, or a later one (lapped).
+            let (seq, want) = (shared.seq(self.cursor), done(self.cursor));
+            let spun =
+                deadline.is_some() && spin_until(|| seq.load(Ordering::Relaxed) >= want || shared.publisher_closed());
+            if spun && !shared.publisher_closed() && !deadline.is_some_and(expired) {
+                continue;
+            }
+            // The publisher publishes before it closes: look once more.
+            if shared.publisher_gone() {
+                return match self.poll()? {
+                    Some(ready) => Ok(ready),
+                    None => Err(self.shared.err(Op::Recv, ErrorKind::Disconnected)),
+                };
+            }
+            let Some(deadline) = deadline else {
+                return Err(self.shared.err(Op::Recv, ErrorKind::WouldBlock));
+            };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(self.shared.err(Op::Recv, ErrorKind::Timeout));
+            }
+            if spun {
+                continue;
+            }
+            self.park(left);
+        }
+    }
+
+    fn receive_with(&mut self, deadline: Option<Option<Instant>>) -> Result<Sample<'_>> {
+        let (seq, len) = self.wait(deadline)?;
+        let ptr = self.shared.payload(seq);
+        Ok(Sample { ptr, seq, len, torn: Cell::new(false), subscriber: self })
+    }
+
+    /// Waits for the next sample and gives access to it in place
+    /// (zero-copy). Under back-pressure the publisher does not reuse its
+    /// slot until the [`Sample`] is dropped; under overwrite-oldest it may,
+    /// which the sample's reads detect.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Disconnected`] if the publisher closed or died and every
+    /// sample was received, [`ErrorKind::Corrupt`] if shared memory does not
+    /// hold a valid sample.
+    pub fn receive(&mut self) -> Result<Sample<'_>> {
+        self.receive_with(Some(None))
+    }
+
+    /// [`receive`](Self::receive) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive), plus [`ErrorKind::WouldBlock`].
+    pub fn try_receive(&mut self) -> Result<Sample<'_>> {
+        self.receive_with(None)
+    }
+
+    /// [`receive`](Self::receive), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive), plus [`ErrorKind::Timeout`].
+    pub fn receive_timeout(&mut self, timeout: Duration) -> Result<Sample<'_>> {
+        self.receive_with(Some(Instant::now().checked_add(timeout)))
+    }
+
+    /// Receives the next intact sample by copying it out: `copy` gets the
+    /// payload's address and length and copies (`None`: a sample of the
+    /// wrong size, consumed); a sample overwritten while copied is counted
+    /// as missed and the next one is taken.
+    fn copy_with<R>(
+        &mut self,
+        deadline: Option<Option<Instant>>,
+        mut copy: impl FnMut(*const u8, usize) -> Option<R>,
+    ) -> Result<(u64, R)> {
+        let mut torn = 0;
+        loop {
+            let (n, len) = self.wait(deadline)?;
+            let value = copy(self.shared.payload(n), len);
+            let intact = self.intact(n);
+            self.advance(n + 1);
+            if intact {
+                return match value {
+                    Some(value) => Ok((n, value)),
+                    None => {
+                        Err(self.shared.corrupt(Op::Recv, format!("sample {n} has {len} bytes, an unexpected size")))
+                    }
+                };
+            }
+            self.missed += 1;
+            torn += 1;
+            if deadline.is_none() && torn >= RETRIES {
+                return Err(self.shared.err(Op::Recv, ErrorKind::WouldBlock));
+            }
+        }
+    }
+
+    fn receive_into_with(&mut self, buf: &mut Vec<u8>, deadline: Option<Option<Instant>>) -> Result<u64> {
+        let (n, ()) = self.copy_with(deadline, |src, len| {
+            buf.clear();
+            buf.reserve(len);
+            // SAFETY: `poll` checked `len <= max_sample`, so the bytes lie in
+            // the slot's payload; `buf` has room for them and is private.
+            unsafe {
+                copy_bytes(src, buf.as_mut_ptr(), len);
+                buf.set_len(len);
+            }
+            Some(())
+        })?;
+        Ok(n)
+    }
+
+    /// Receives the next sample by copy into `buf` (replacing its
+    /// contents); returns its sequence number. A sample overwritten while
+    /// being copied is counted as missed, never returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive).
+    pub fn receive_into(&mut self, buf: &mut Vec<u8>) -> Result<u64> {
+        self.receive_into_with(buf, Some(None))
+    }
+
+    /// [`receive_into`](Self::receive_into) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive), plus [`ErrorKind::WouldBlock`].
+    pub fn try_receive_into(&mut self, buf: &mut Vec<u8>) -> Result<u64> {
+        self.receive_into_with(buf, None)
+    }
+
+    /// [`receive_into`](Self::receive_into), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive), plus [`ErrorKind::Timeout`].
+    pub fn receive_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64> {
+        self.receive_into_with(buf, Some(Instant::now().checked_add(timeout)))
+    }
+
+    fn receive_value_with<T: Pod>(&mut self, deadline: Option<Option<Instant>>) -> Result<T> {
+        let size = std::mem::size_of::<T>();
+        let (_, value) = self.copy_with(deadline, |src, len| {
+            if len != size {
+                return None;
+            }
+            let mut value = T::zeroed();
+            // SAFETY: `len == size_of::<T>()` bytes lie in the slot's
+            // payload (`poll` checked `len`); `value` is private, and any
+            // bit pattern is a valid `T` (`Pod`).
+            unsafe { copy_bytes(src, bytemuck::bytes_of_mut(&mut value).as_mut_ptr(), size) };
+            Some(value)
+        })?;
+        Ok(value)
+    }
+
+    /// Receives the next sample as a plain-data value, by copy; the sample
+    /// must have exactly its size.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive`](Self::receive), plus [`ErrorKind::Corrupt`] for a
+    /// sample of another size (it is consumed).
+    pub fn receive_value<T: Pod>(&mut self) -> Result<T> {
+        self.receive_value_with(Some(None))
+    }
+
+    /// [`receive_value`](Self::receive_value) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive_value`](Self::receive_value), plus
+    /// [`ErrorKind::WouldBlock`].
+    pub fn try_receive_value<T: Pod>(&mut self) -> Result<T> {
+        self.receive_value_with(None)
+    }
+
+    /// [`receive_value`](Self::receive_value), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive_value`](Self::receive_value), plus
+    /// [`ErrorKind::Timeout`].
+    pub fn receive_value_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T> {
+        self.receive_value_with(Some(Instant::now().checked_add(timeout)))
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        let left = shared
+            .u64_at(self.line + OWNER)
+            .compare_exchange(pack(ACTIVE, self.me.pid), pack(FREE, 0), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok();
+        if !left {
+            // The entry was taken from us (we were taken for dead).
+            return;
+        }
+        shared.clear_sleeping(self.line);
+        // Leaving may free the publisher's next slot.
+        let flag = shared.u32_at(PUBLISHER_SLEEPING);
+        if flag.swap(0, Ordering::SeqCst) != 0 {
+            futex::wake(flag, 1);
+        }
+        let owner = shared.u64_at(PUBLISHER + OWNER).load(Ordering::SeqCst);
+        let publisher_done = match state_of(owner) {
+            CLAIMING | ACTIVE => !shared.owner_alive(PUBLISHER, owner),
+            _ => true,
+        };
+        if publisher_done && !shared.any_live_subscriber() {
+            self.shared.remove();
+        }
+    }
+}
+
+/// A received sample, read in place in its slot. The slot is released to
+/// the publisher when the sample is dropped.
+///
+/// The bytes are shared memory: they are read by copy
+/// ([`read_at`](Self::read_at), [`read`](Self::read)) or through
+/// [`as_ptr`](Self::as_ptr), never through a reference. Under
+/// [`Policy::OverwriteOldest`] the publisher may overwrite the slot while
+/// the sample is read: every read re-checks the slot's sequence afterwards
+/// and says so, and such a sample counts as missed.
+#[derive(Debug)]
+pub struct Sample<'s> {
+    ptr: *const u8,
+    seq: u64,
+    len: usize,
+    /// Whether a read saw the sample overwritten.
+    torn: Cell<bool>,
+    subscriber: &'s mut Subscriber,
+}
+
+impl Sample<'_> {
+    /// The sample's sequence number (0 for the first sample published on
+    /// the service); gaps are missed samples.
+    pub fn sequence(&self) -> u64 {
+        self.seq
+    }
+
+    /// Bytes in the sample.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the sample is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies bytes of the sample, starting at `offset`, into `buf`.
+    /// `Ok(false)`: the publisher overwrote the sample while it was read, so
+    /// `buf` holds no valid data (overwrite-oldest only).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::OutOfBounds`] if the range is outside the sample.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<bool> {
+        match offset.checked_add(buf.len()) {
+            // SAFETY: inside the sample, whose length `poll` checked is at
+            // most the slot's payload size; `buf` is private.
+            Some(end) if end <= self.len => unsafe {
+                copy_bytes(self.ptr.add(offset), buf.as_mut_ptr(), buf.len());
+            },
+            _ => {
+                return Err(self.subscriber.shared.err(
+                    Op::Recv,
+                    ErrorKind::OutOfBounds { offset: offset as u64, len: buf.len() as u64, size: self.len as u64 },
+                ));
+            }
+        }
+        Ok(self.is_intact())
+    }
+
+    /// Reads a plain-data value at `offset`; `Ok(None)` if the sample was
+    /// overwritten while it was read.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::OutOfBounds`] if it does not fit in the sample.
+    pub fn read<T: Pod>(&self, offset: usize) -> Result<Option<T>> {
+        let mut value = T::zeroed();
+        let intact = self.read_at(offset, bytemuck::bytes_of_mut(&mut value))?;
+        Ok(intact.then_some(value))
+    }
+
+    /// Copies the whole sample into `buf`; `false` if it was overwritten
+    /// while copied.
+    pub fn copy_to(&self, buf: &mut Vec<u8>) -> bool {
+        buf.resize(self.len, 0);
+        // Cannot fail: the range is exactly the sample.
+        self.read_at(0, buf).unwrap_or(false)
+    }
+
+    /// Whether the sample is still in its slot. After reading through
+    /// [`as_ptr`](Self::as_ptr), call this: `false` means what was read may
+    /// be torn (and the sample counts as missed).
+    pub fn is_intact(&self) -> bool {
+        let intact = !self.torn.get() && self.subscriber.intact(self.seq);
+        if !intact {
+            self.torn.set(true);
+        }
+        intact
+    }
+
+    /// The start of the sample, 16-aligned, valid for [`len`](Self::len)
+    /// bytes while the sample lives. Read through it with raw pointers or
+    /// atomics, never a reference: the memory is shared. Under
+    /// overwrite-oldest, check [`is_intact`](Self::is_intact) afterwards.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+}
+
+impl Drop for Sample<'_> {
+    fn drop(&mut self) {
+        if self.torn.get() {
+            self.subscriber.missed += 1;
+        }
+        self.subscriber.advance(self.seq + 1);
+    }
+}
+
+/// A publisher of samples of type `T` (a thin layer over [`Publisher`]
+/// that records and checks the type).
+#[derive(Debug)]
+pub struct TypedPublisher<T: Pod> {
+    raw: Publisher,
+    _type: PhantomData<fn(T)>,
+}
+
+impl<T: Pod> TypedPublisher<T> {
+    /// Creates (or opens) the service `name` for samples of type `T` and
+    /// becomes its publisher. The options' sample size and type are
+    /// replaced by `T`'s.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::open_or_create`].
+    pub fn open_or_create(name: &str, options: &PubSubOptions) -> Result<Self> {
+        let mut options = options.clone();
+        options.set_type::<T>();
+        Ok(TypedPublisher { raw: Publisher::open_or_create(name, &options)?, _type: PhantomData })
+    }
+
+    /// Opens the existing service `name`, which must carry `T`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::open`], plus [`ErrorKind::WrongType`].
+    pub fn open(name: &str) -> Result<Self> {
+        let shared = open_shared(name, None, Some((type_name_bytes::<T>(), std::mem::size_of::<T>() as u64)))?;
+        Ok(TypedPublisher { raw: Publisher::from_shared(shared)?, _type: PhantomData })
+    }
+
+    /// Publishes `value`, waiting as [`Publisher::loan`] does; returns its
+    /// sequence number.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::publish`].
+    pub fn publish(&mut self, value: &T) -> Result<u64> {
+        self.raw.publish(bytemuck::bytes_of(value))
+    }
+
+    /// [`publish`](Self::publish) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::try_publish`].
+    pub fn try_publish(&mut self, value: &T) -> Result<u64> {
+        self.raw.try_publish(bytemuck::bytes_of(value))
+    }
+
+    /// [`publish`](Self::publish), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::publish_timeout`].
+    pub fn publish_timeout(&mut self, value: &T, timeout: Duration) -> Result<u64> {
+        self.raw.publish_timeout(bytemuck::bytes_of(value), timeout)
+    }
+
+    /// The untyped publisher, for loans (zero-copy: write the value in place
+    /// with [`Loan::write`] or through [`Loan::as_mut_ptr`]).
+    pub fn raw(&mut self) -> &mut Publisher {
+        &mut self.raw
+    }
+}
+
+/// A subscriber to samples of type `T` (a thin layer over [`Subscriber`]
+/// that checks the type).
+#[derive(Debug)]
+pub struct TypedSubscriber<T: Pod> {
+    raw: Subscriber,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> TypedSubscriber<T> {
+    /// Creates (or opens) the service `name` for samples of type `T` and
+    /// subscribes. The options' sample size and type are replaced by `T`'s.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::open_or_create`].
+    pub fn open_or_create(name: &str, options: &PubSubOptions) -> Result<Self> {
+        let mut options = options.clone();
+        options.set_type::<T>();
+        Ok(TypedSubscriber { raw: Subscriber::open_or_create(name, &options)?, _type: PhantomData })
+    }
+
+    /// Subscribes to the existing service `name`, which must carry `T`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::open`], plus [`ErrorKind::WrongType`].
+    pub fn open(name: &str) -> Result<Self> {
+        let shared = open_shared(name, None, Some((type_name_bytes::<T>(), std::mem::size_of::<T>() as u64)))?;
+        Ok(TypedSubscriber { raw: Subscriber::join(shared)?, _type: PhantomData })
+    }
+
+    /// Receives the next value by copy, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::receive_value`].
+    pub fn receive(&mut self) -> Result<T> {
+        self.raw.receive_value()
+    }
+
+    /// [`receive`](Self::receive) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::try_receive_value`].
+    pub fn try_receive(&mut self) -> Result<T> {
+        self.raw.try_receive_value()
+    }
+
+    /// [`receive`](Self::receive), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::receive_value_timeout`].
+    pub fn receive_timeout(&mut self, timeout: Duration) -> Result<T> {
+        self.raw.receive_value_timeout(timeout)
+    }
+
+    /// Samples missed so far (see [`Subscriber::missed`]).
+    pub fn missed(&self) -> u64 {
+        self.raw.missed()
+    }
+
+    /// The untyped subscriber, for zero-copy access ([`Subscriber::receive`]).
+    pub fn raw(&mut self) -> &mut Subscriber {
+        &mut self.raw
+    }
+}
+
+/// Fills in what `shmkit info` and `ls` show about a service: the publisher
+/// and subscribers with their liveness, and its shape. Reads only, by copy;
+/// the values are reported as found (a hostile peer can make them lie, not
+/// crash us).
+pub(crate) fn inspect(seg: &Segment, header: &registry::ObjectHeader, info: &mut registry::ObjectInfo) -> Result<()> {
+    let holder = |role: &'static str, line: usize| -> Result<Option<registry::Holder>> {
+        let owner = seg.read::<u64>(line + OWNER)?;
+        if !matches!(state_of(owner), CLAIMING | ACTIVE) || pid_of(owner) == 0 {
+            return Ok(None);
+        }
+        let process = ProcessId { pid: pid_of(owner), start: seg.read::<u64>(line + START)? };
+        Ok(Some(registry::Holder { role, process, alive: process.is_alive() }))
+    };
+    info.holders.extend(holder("publisher", PUBLISHER)?);
+    let max = usize::try_from(header.params[2]).unwrap_or(0).min(MAX_SUBSCRIBERS);
+    let mut subscribers = 0;
+    for i in 0..max {
+        let line = TABLE + LINE * i;
+        if line + LINE > seg.len() {
+            break;
+        }
+        if let Some(h) = holder("subscriber", line)? {
+            subscribers += 1;
+            info.holders.push(h);
+        }
+    }
+    let policy = if header.params[3] == Policy::OverwriteOldest.code() { "overwrite oldest" } else { "back-pressure" };
+    info.details.push(("slots", header.params[0].to_string()));
+    info.details.push(("largest sample", header.params[1].to_string()));
+    info.details.push(("policy", policy.to_string()));
+    info.details.push(("subscribers", format!("{subscribers} of {max}")));
+    info.details.push(("published", seg.read::<u64>(PUBLISHED)?.to_string()));
+    Ok(())
+}

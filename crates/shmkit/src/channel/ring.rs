@@ -379,7 +379,7 @@ impl Shared {
             Side::Consumer => PRODUCER_SLEEPING,
         };
         self.u32_at(sleeping).store(0, Ordering::SeqCst);
-        futex::wake(self.u32_at(sleeping), u32::MAX);
+        futex::wake(self.u32_at(sleeping), i32::MAX as u32);
         let other = self.end_state(self.side.other()).load(Ordering::SeqCst);
         let remove = match self.side {
             // Nobody will read what is left: remove unless a live producer

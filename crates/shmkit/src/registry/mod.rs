@@ -327,7 +327,7 @@ pub fn inspect(seg: &Segment) -> Result<ObjectInfo> {
         match header.kind {
             ObjectKind::Ring => crate::channel::ring::inspect(seg, &header, &mut info)?,
             ObjectKind::ReqRep => crate::channel::reqrep::inspect(seg, &header, &mut info)?,
-            ObjectKind::PubSub => {}
+            ObjectKind::PubSub => crate::channel::pubsub::inspect(seg, &header, &mut info)?,
         }
         info.header = Some(header);
     }
