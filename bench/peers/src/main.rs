@@ -1,7 +1,8 @@
 //! Round trips through iceoryx2's publish/subscribe, measured the way shmkit's
 //! own figures are (two processes pinned to two cores, busy-polling, one
 //! sample out and one back), next to the cache-line round trip between the
-//! same two cores in the same run.
+//! same two cores in the same run. Round trips are timed one by one, as
+//! `shmkit bench` times its own, and the median is reported.
 //!
 //! Run: `cd bench/peers && cargo run --release` (`-- --json` for one JSON
 //! object per line). Kept out of the main workspace: iceoryx2 is a large
@@ -162,13 +163,12 @@ fn iceoryx2_round_trip<const N: usize>(rounds: u64, batches: usize) -> f64 {
     for _ in 0..1000 {
         round();
     }
-    let mut out = Vec::new();
-    for _ in 0..batches {
+    // Timed per round trip, as `shmkit bench` times its own.
+    let mut out = Vec::with_capacity(rounds as usize * batches);
+    for _ in 0..rounds as usize * batches {
         let t = Instant::now();
-        for _ in 0..rounds {
-            round();
-        }
-        out.push(t.elapsed().as_nanos() as f64 / rounds as f64);
+        round();
+        out.push(t.elapsed().as_nanos() as f64);
     }
     reap(echo);
     median(out)

@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::time::Duration;
 
+use shmkit::channel::pubsub::{PubSubOptions, Publisher, Subscriber};
 use shmkit::channel::ring::{Receiver, RingOptions, Sender};
 
 /// One side's view of a two-way link.
@@ -29,6 +30,7 @@ pub(crate) trait Endpoint {
 pub(crate) enum Mechanism {
     RingSpin,
     RingBlocking,
+    PubSub,
     Pipe,
     UnixStream,
     UnixDatagram,
@@ -37,9 +39,10 @@ pub(crate) enum Mechanism {
     Tcp,
 }
 
-pub(crate) const ALL: [Mechanism; 8] = [
+pub(crate) const ALL: [Mechanism; 9] = [
     Mechanism::RingSpin,
     Mechanism::RingBlocking,
+    Mechanism::PubSub,
     Mechanism::Pipe,
     Mechanism::UnixStream,
     Mechanism::UnixDatagram,
@@ -53,6 +56,7 @@ impl Mechanism {
         match self {
             Mechanism::RingSpin => "shmkit ring (spin)",
             Mechanism::RingBlocking => "shmkit ring (blocking)",
+            Mechanism::PubSub => "shmkit pub/sub (zero-copy)",
             Mechanism::Pipe => "pipe",
             Mechanism::UnixStream => "unix stream socket",
             Mechanism::UnixDatagram => "unix datagram socket",
@@ -63,7 +67,7 @@ impl Mechanism {
     }
 
     pub(crate) fn is_shmkit(self) -> bool {
-        matches!(self, Mechanism::RingSpin | Mechanism::RingBlocking)
+        matches!(self, Mechanism::RingSpin | Mechanism::RingBlocking | Mechanism::PubSub)
     }
 }
 
@@ -93,6 +97,7 @@ pub(crate) fn unsupported(m: Mechanism, size: usize) -> Option<String> {
 /// What both processes need to build their endpoints.
 pub(crate) enum Resources {
     Ring { a: String, b: String, capacity: usize, spin: Duration },
+    PubSub { a: String, b: String, options: PubSubOptions },
     Fds { parent: [OwnedFd; 2], child: [OwnedFd; 2] },
     Socket { parent: OwnedFd, child: OwnedFd, datagram: bool },
     Tcp { listener: TcpListener },
@@ -121,6 +126,13 @@ impl Resources {
                 let capacity = ((size + 64) * 4).next_power_of_two().max(1 << 16);
                 let spin = if m == Mechanism::RingSpin { Duration::from_micros(20) } else { Duration::ZERO };
                 Resources::Ring { a: format!("bench-{tag}-a"), b: format!("bench-{tag}-b"), capacity, spin }
+            }
+            Mechanism::PubSub => {
+                let mut options = PubSubOptions::new();
+                options.max_sample(size.max(8)).max_subscribers(4);
+                let slots = ((16 << 20) / size.max(64)).clamp(4, 256);
+                options.slots(slots);
+                Resources::PubSub { a: format!("bench-{tag}-a"), b: format!("bench-{tag}-b"), options }
             }
             Mechanism::Pipe => {
                 let (r1, w1) = pipe()?;
@@ -181,6 +193,21 @@ impl Resources {
                 tx.set_spin(*spin);
                 rx.set_spin(*spin);
                 Box::new(RingEnd { tx, rx })
+            }
+            Resources::PubSub { a, b, options } => {
+                let (out, inn) = if parent { (a, b) } else { (b, a) };
+                let tx = Publisher::open_or_create(out, options).map_err(io::Error::from)?;
+                let rx = Subscriber::open_or_create(inn, options).map_err(io::Error::from)?;
+                // A subscriber starts at the next sample: wait for the other
+                // side's subscriber before the first publish.
+                let start = std::time::Instant::now();
+                while tx.subscribers() == 0 {
+                    if start.elapsed() > Duration::from_secs(20) {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the other side never subscribed"));
+                    }
+                    std::thread::yield_now();
+                }
+                Box::new(PubSubEnd { tx, rx })
             }
             Resources::Fds { parent: p, child: c } => {
                 let [r, w] = if parent { p } else { c };
@@ -243,6 +270,13 @@ impl Drop for Resources {
                     }
                 }
             }
+            Resources::PubSub { a, b, .. } => {
+                for name in [a, b] {
+                    if let Ok(t) = shmkit::Target::posix(&format!("/{}pubsub.{name}", shmkit::registry::PREFIX)) {
+                        let _ = shmkit::segment::remove(&t);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -260,6 +294,34 @@ impl Endpoint for RingEnd {
 
     fn recv(&mut self, buf: &mut Vec<u8>, _len: usize) -> io::Result<()> {
         self.rx.recv(buf)?;
+        Ok(())
+    }
+}
+
+/// Publish/subscribe, zero-copy: the sender writes the message into a
+/// loaned slot; the receiver reads the sample in place and copies only its
+/// first 8 bytes (as iceoryx2's benchmark reads only the first byte).
+struct PubSubEnd {
+    tx: Publisher,
+    rx: Subscriber,
+}
+
+impl Endpoint for PubSubEnd {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut loan = self.tx.loan()?;
+        loan.set_len(data.len())?;
+        loan.write_at(0, data)?;
+        loan.publish();
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>, _len: usize) -> io::Result<()> {
+        let sample = self.rx.receive()?;
+        let n = sample.len();
+        // Keeps the length for the echo; only the head is read.
+        buf.resize(n, 0);
+        let head = n.min(8);
+        sample.read_at(0, &mut buf[..head])?;
         Ok(())
     }
 }
