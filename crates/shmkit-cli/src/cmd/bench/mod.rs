@@ -214,7 +214,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let plan = if args.quick {
         Plan { reps: 1, rounds: 400, stream_bytes: 8 << 20, same_core: true }
     } else {
-        Plan { reps: 5, rounds: 10_000, stream_bytes: 256 << 20, same_core: true }
+        Plan { reps: 4, rounds: 10_000, stream_bytes: 128 << 20, same_core: true }
     };
     let cpus = cpus();
     let tag = std::process::id().to_string();

@@ -209,8 +209,18 @@ impl Report {
                 }
                 let med = percentile(&cell.round_trips_ns, 0.5).unwrap_or(f64::NAN);
                 let rate_v = stream_rate(cell).unwrap_or(f64::NAN);
+                // Pub/sub is also set against the peers' pub/sub (iceoryx2).
+                let vs_peer = match m {
+                    Mechanism::PubSub => self
+                        .peers
+                        .iter()
+                        .find(|p| p.size == size)
+                        .map(|p| format!(" ({:.2}x {})", med / p.round_trip_ns, p.name))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
                 let vs_best = match (m.is_shmkit(), best) {
-                    (true, Some((b, _))) => format!("{:.2}", med / b),
+                    (true, Some((b, _))) => format!("{:.2}{vs_peer}", med / b),
                     (true, None) => "-".into(),
                     (false, Some((_, name))) if name == m.name() => "best".into(),
                     _ => "".into(),
@@ -274,7 +284,7 @@ impl Report {
             out!("{}", line(r));
         }
         out!(
-            "x floor: round trip / cache-line round trip between the same two cores. x best peer: shmkit's round trip / the fastest classic mechanism's at that size. x memcpy: stream bandwidth / single-thread memcpy at that size."
+            "x floor: round trip / cache-line round trip between the same two cores. x best peer: shmkit's round trip / the fastest classic mechanism's at that size (pub/sub also / the peers' pub/sub). x memcpy: stream bandwidth / single-thread memcpy at that size."
         );
         Ok(())
     }
