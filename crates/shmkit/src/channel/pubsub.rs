@@ -145,7 +145,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::{LIVENESS_INTERVAL, heavy_fence, holder_alive, light_fence, membarrier_ready, spin_until};
+use super::{LIVENESS_INTERVAL, copy_bytes, heavy_fence, holder_alive, light_fence, membarrier_ready, spin_until};
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::registry::{self, ObjectKind, ProcessId};
 use crate::segment::{Lifetime, Segment, Target};
@@ -215,29 +215,6 @@ fn state_of(word: u64) -> u32 {
 
 fn pid_of(word: u64) -> u32 {
     (word >> 32) as u32
-}
-
-/// Copies `len` bytes, with inline moves for small samples.
-///
-/// # Safety
-///
-/// Both ranges must be valid for `len` bytes and must not overlap.
-#[inline(always)]
-unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY: every access is inside `src..src+len` or `dst..dst+len`, as
-    // the caller promises; unaligned accesses because either side may be a
-    // private buffer at any address.
-    unsafe {
-        match len {
-            8..=16 => {
-                let a = src.cast::<u64>().read_unaligned();
-                let b = src.add(len - 8).cast::<u64>().read_unaligned();
-                dst.cast::<u64>().write_unaligned(a);
-                dst.add(len - 8).cast::<u64>().write_unaligned(b);
-            }
-            _ => std::ptr::copy_nonoverlapping(src, dst, len),
-        }
-    }
 }
 
 /// What the publisher does when the slowest subscriber is a full ring of

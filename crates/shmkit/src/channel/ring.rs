@@ -58,7 +58,9 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::{LIVENESS_INTERVAL, SPIN, heavy_fence, holder_alive, light_fence, membarrier_ready, spin_until_for};
+use super::{
+    LIVENESS_INTERVAL, SPIN, copy_bytes, heavy_fence, holder_alive, light_fence, membarrier_ready, spin_until_for,
+};
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::registry::{self, ObjectKind, ProcessId};
 use crate::segment::{Lifetime, Segment, Target};
@@ -100,43 +102,6 @@ fn header(pos: u64, len: u32) -> u64 {
 
 fn padded(len: u64) -> u64 {
     len.div_ceil(8) * 8
-}
-
-/// Copies `len` bytes from `src` to `dst`, with inline moves for the small
-/// messages that dominate streams (a call to `memcpy` costs more than the
-/// copy itself at 8 bytes).
-///
-/// # Safety
-///
-/// Both ranges must be valid for `len` bytes and must not overlap.
-#[inline(always)]
-unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY: every access is inside `src..src+len` or `dst..dst+len`, as
-    // the caller promises; unaligned accesses are used because either side
-    // may be a private buffer at any address. For 8..=16 and 4..8 bytes the
-    // two moves overlap in the middle, which is fine.
-    unsafe {
-        match len {
-            8..=16 => {
-                let a = src.cast::<u64>().read_unaligned();
-                let b = src.add(len - 8).cast::<u64>().read_unaligned();
-                dst.cast::<u64>().write_unaligned(a);
-                dst.add(len - 8).cast::<u64>().write_unaligned(b);
-            }
-            4..8 => {
-                let a = src.cast::<u32>().read_unaligned();
-                let b = src.add(len - 4).cast::<u32>().read_unaligned();
-                dst.cast::<u32>().write_unaligned(a);
-                dst.add(len - 4).cast::<u32>().write_unaligned(b);
-            }
-            0..4 => {
-                for i in 0..len {
-                    *dst.add(i) = *src.add(i);
-                }
-            }
-            _ => std::ptr::copy_nonoverlapping(src, dst, len),
-        }
-    }
 }
 
 /// How to create a ring.
