@@ -78,13 +78,11 @@ fn cache_line_floor(rounds: u64, batches: usize) -> f64 {
     for _ in 0..1000 {
         round();
     }
-    let mut out = Vec::new();
-    for _ in 0..batches {
+    let mut out = Vec::with_capacity(rounds as usize * batches);
+    for _ in 0..rounds as usize * batches {
         let t = Instant::now();
-        for _ in 0..rounds {
-            round();
-        }
-        out.push(t.elapsed().as_nanos() as f64 / rounds as f64);
+        round();
+        out.push(t.elapsed().as_nanos() as f64);
     }
     reap(child);
     median(out)

@@ -12,7 +12,7 @@ use super::{Plan, SIZES, fork, pin, reap};
 /// The floors.
 #[derive(Debug, Clone)]
 pub(crate) struct Floors {
-    /// Cache-line round trips between two cores, ns per sample batch.
+    /// Cache-line round trips between two cores, ns, one sample per round trip.
     pub(crate) cache_line_ns: Vec<f64>,
     /// The same on one core (both processes pinned to it).
     pub(crate) cache_line_same_core_ns: Vec<f64>,
@@ -95,13 +95,13 @@ fn cache_line(rounds: u64, batches: usize, cpus: (usize, usize)) -> anyhow::Resu
     for _ in 0..1000 {
         round();
     }
-    let mut out = Vec::new();
-    for _ in 0..batches {
+    // Timed per round trip, exactly as the mechanisms are, so that the
+    // ratios compare like with like (the timer's own cost is in both).
+    let mut out = Vec::with_capacity(rounds as usize * batches);
+    for _ in 0..rounds as usize * batches {
         let t = Instant::now();
-        for _ in 0..rounds {
-            round();
-        }
-        out.push(t.elapsed().as_nanos() as f64 / rounds as f64);
+        round();
+        out.push(t.elapsed().as_nanos() as f64);
     }
     reap(child, super::CHILD_LIMIT)?;
     Ok(out)
@@ -159,7 +159,7 @@ fn memcpy(size: usize, bytes: usize) -> f64 {
 }
 
 pub(crate) fn measure(plan: &Plan, cpus: (usize, usize)) -> anyhow::Result<Floors> {
-    let batches = 5 * plan.reps;
+    let batches = plan.reps;
     Ok(Floors {
         cache_line_ns: cache_line(plan.rounds as u64, batches, cpus)?,
         cache_line_same_core_ns: cache_line((plan.rounds / 10) as u64, batches, (cpus.0, cpus.0))?,

@@ -130,8 +130,9 @@ impl Resources {
             Mechanism::PubSub => {
                 let mut options = PubSubOptions::new();
                 options.max_sample(size.max(8)).max_subscribers(4);
-                let slots = ((16 << 20) / size.max(64)).clamp(4, 256);
-                options.slots(slots);
+                // Few slots, as a ring's capacity is a few messages: the
+                // memory stays warm, and the warm-up faults every page in.
+                options.slots(16);
                 Resources::PubSub { a: format!("bench-{tag}-a"), b: format!("bench-{tag}-b"), options }
             }
             Mechanism::Pipe => {

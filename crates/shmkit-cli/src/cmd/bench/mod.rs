@@ -155,15 +155,21 @@ fn round_trips(m: Mechanism, size: usize, rounds: usize, cpus: (usize, usize), t
     pin(cpus.0);
     let result = (|| -> anyhow::Result<Vec<f64>> {
         let mut end = res.endpoint(true)?;
-        let msg = vec![0x5au8; size];
+        let mut msg = vec![0x5au8; size];
         let mut buf = Vec::with_capacity(size);
         let mut samples = Vec::with_capacity(rounds);
         for i in 0..total {
+            // Each message carries its round number, and the echo must
+            // bring it back: a stale or early message would fail the run.
+            let stamp = (i as u64).to_le_bytes();
+            let n = size.min(8);
+            msg[..n].copy_from_slice(&stamp[..n]);
             let t = Instant::now();
             end.send(&msg)?;
             end.recv(&mut buf, size)?;
             let dt = t.elapsed();
             anyhow::ensure!(buf.len() == size, "{}: echoed {} bytes, sent {size}", m.name(), buf.len());
+            anyhow::ensure!(buf[..n] == stamp[..n], "{}: round {i} got back another round's message", m.name());
             if i >= warmup {
                 samples.push(dt.as_nanos() as f64);
             }
