@@ -553,8 +553,26 @@ impl Sender {
         Ok(self.tail + total - head <= self.shared.capacity)
     }
 
-    /// Reserves room for `len` bytes, waiting up to the deadline.
+    /// Reserves room for `len` bytes, waiting up to the deadline. The
+    /// common case (room known from the cached head, consumer not closed)
+    /// is inline; everything else is in the cold [`reserve_slow`](Self::reserve_slow).
+    #[inline]
     fn reserve(&mut self, len: usize, deadline: Option<Option<Instant>>) -> Result<(u64, u64)> {
+        let l = len as u64;
+        if l <= self.shared.max_message {
+            let (pad, total) = self.reservation(l);
+            if self.tail + total - self.cached_head <= self.shared.capacity
+                && self.shared.end_state(Side::Consumer).load(Ordering::Relaxed) != CLOSED
+            {
+                return Ok((pad, l));
+            }
+        }
+        self.reserve_slow(len, deadline)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize, deadline: Option<Option<Instant>>) -> Result<(u64, u64)> {
         let len = len as u64;
         if len > self.shared.max_message {
             return Err(self.shared.err(Op::Send, ErrorKind::MessageTooLarge { len, max: self.shared.max_message }));
@@ -876,8 +894,30 @@ impl Receiver {
         }
     }
 
-    /// Waits until a message is ready; `None` deadline: don't wait.
+    /// Waits until a message is ready; `None` deadline: don't wait. A
+    /// ready, ordinary message is found inline; padding, corruption, empty
+    /// rings and waiting are in the cold [`wait_slow`](Self::wait_slow).
+    #[inline]
     fn wait(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, u64)> {
+        if !self.broken {
+            // SYNC POINT: acquire pairs with the producer's release of this
+            // header (as in `poll`).
+            let h = self.shared.header_at(self.head).load(Ordering::Acquire);
+            let len = h & 0xffff_ffff;
+            let index = self.head & (self.shared.capacity - 1);
+            if h >> 32 == stamp(self.head)
+                && len <= self.shared.max_message
+                && index + HEADER + padded(len) <= self.shared.capacity
+            {
+                return Ok((self.head, len));
+            }
+        }
+        self.wait_slow(deadline)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait_slow(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, u64)> {
         loop {
             if let Some(ready) = self.poll()? {
                 return Ok(ready);
