@@ -49,13 +49,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Cache-line round trip between the two pinned processes, ns.
 fn cache_line_floor(rounds: u64, batches: usize) -> f64 {
-    let page = Box::leak(Box::new([0u64; 64]));
-    let base = page.as_mut_ptr();
     // SAFETY: MAP_SHARED|MAP_ANONYMOUS page, shared with the child.
     let shared = unsafe {
         libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
     };
-    let _ = base;
     // SAFETY: two words on separate lines of the shared page, used atomically.
     let (ping, pong) = unsafe { (AtomicU64::from_ptr(shared.cast()), AtomicU64::from_ptr(shared.cast::<u8>().add(128).cast())) };
     let total = rounds * batches as u64 + 1000;
@@ -88,6 +85,14 @@ fn cache_line_floor(rounds: u64, batches: usize) -> f64 {
     median(out)
 }
 
+/// Opens (or creates) the publish/subscribe service `name` for `[u8; N]`.
+fn service<const N: usize>(
+    node: &Node<ipc::Service>,
+    name: &str,
+) -> iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8; N], ()> {
+    node.service_builder(&name.try_into().unwrap()).publish_subscribe::<[u8; N]>().open_or_create().unwrap()
+}
+
 /// iceoryx2 publish/subscribe round trip with a payload of `N` bytes, ns.
 fn iceoryx2_round_trip<const N: usize>(rounds: u64, batches: usize) -> f64 {
     let tag = std::process::id();
@@ -98,16 +103,7 @@ fn iceoryx2_round_trip<const N: usize>(rounds: u64, batches: usize) -> f64 {
         let (ping_name, pong_name) = (ping_name.clone(), pong_name.clone());
         fork(move || {
             let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
-            let ping = node
-                .service_builder(&ping_name.as_str().try_into().unwrap())
-                .publish_subscribe::<[u8; N]>()
-                .open_or_create()
-                .unwrap();
-            let pong = node
-                .service_builder(&pong_name.as_str().try_into().unwrap())
-                .publish_subscribe::<[u8; N]>()
-                .open_or_create()
-                .unwrap();
+            let (ping, pong) = (service::<N>(&node, &ping_name), service::<N>(&node, &pong_name));
             let sub = ping.subscriber_builder().create().unwrap();
             let publ = pong.publisher_builder().create().unwrap();
             let mut left = total;
@@ -127,16 +123,7 @@ fn iceoryx2_round_trip<const N: usize>(rounds: u64, batches: usize) -> f64 {
         })
     };
     let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
-    let ping = node
-        .service_builder(&ping_name.as_str().try_into().unwrap())
-        .publish_subscribe::<[u8; N]>()
-        .open_or_create()
-        .unwrap();
-    let pong = node
-        .service_builder(&pong_name.as_str().try_into().unwrap())
-        .publish_subscribe::<[u8; N]>()
-        .open_or_create()
-        .unwrap();
+    let (ping, pong) = (service::<N>(&node, &ping_name), service::<N>(&node, &pong_name));
     let publ = ping.publisher_builder().create().unwrap();
     let sub = pong.subscriber_builder().create().unwrap();
     // Wait until the echo process has connected both ports.

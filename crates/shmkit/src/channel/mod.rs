@@ -81,7 +81,6 @@ pub(crate) fn heavy_fence(membarrier: bool) {
 /// core is writing takes the line away from it, and a waiter that checks less
 /// often lets a streaming writer fill whole lines.
 #[inline]
-#[allow(dead_code)] // the ring uses `spin_until_for`; kept for the other channels
 pub(crate) fn spin_until(ready: impl FnMut() -> bool) -> bool {
     spin_until_for(SPIN, ready)
 }
