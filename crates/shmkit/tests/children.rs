@@ -24,7 +24,12 @@ pub fn dispatch(role: &str, args: &[String]) -> i32 {
         "ring-producer-forever" => crate::ring::ring_producer_forever(&args[0]),
         "ring-idle-consumer" => crate::ring::ring_idle_consumer(&args[0]),
         other => {
-            if let Some(code) = crate::pubsub::child(other, args).or_else(|| crate::reqrep::child(other, args)) {
+            if let Some(code) = crate::pubsub::child(other, args)
+                .or_else(|| crate::reqrep::child(other, args))
+                .or_else(|| crate::kill::child(other, args))
+                .or_else(|| crate::hostile::child(other, args))
+                .or_else(|| crate::hardening::child(other, args))
+            {
                 return code;
             }
             eprintln!("unknown child role {other:?}");

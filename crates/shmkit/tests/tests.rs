@@ -11,6 +11,9 @@
 mod children;
 mod examples;
 mod fork;
+mod hardening;
+mod hostile;
+mod kill;
 mod limits;
 mod primitives;
 mod pubsub;

@@ -1,6 +1,374 @@
-//! The atomics and spin hint every primitive uses, in one place, so that a
-//! model checker (loom, under `cfg(loom)`) can be swapped in later without
-//! touching the algorithms.
+//! The one door to memory another process can write: every lock-free
+//! algorithm reads and writes shared words through [`Memory`], so that the
+//! same code runs on a real mapping ([`Mapped`]) and, under `cfg(loom)`, on
+//! memory whose atomics, fences and futexes belong to the loom model checker
+//! ([`model::LoomMemory`]).
+//!
+//! A real mapping hands out `&AtomicU32`/`&AtomicU64` made with `from_ptr`:
+//! atomics are made for concurrent modification, so a reference to one is
+//! sound even while other processes write the word. Plain bytes (message
+//! payloads) are never referenced; they are copied in and out.
+//!
+//! Under loom the words of a region live in two arrays of loom atomics, one
+//! per width; an algorithm never views one address at both widths, so the two
+//! need not alias. Payload bytes are kept in the 64-bit words and copied with
+//! relaxed accesses: if an algorithm published a payload without the right
+//! release/acquire pair, the model would show a reader stale bytes.
+
+#![allow(dead_code)]
+
+use std::ptr::NonNull;
+use std::time::Duration;
 
 pub(crate) use std::hint::spin_loop;
-pub(crate) use std::sync::atomic::{AtomicU32, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The operations the algorithms use on a shared word, for std's atomics
+/// and loom's alike.
+pub(crate) trait Word<T>: Sync {
+    fn load(&self, order: Ordering) -> T;
+    fn store(&self, value: T, order: Ordering);
+    fn swap(&self, value: T, order: Ordering) -> T;
+    fn compare_exchange(&self, current: T, new: T, success: Ordering, failure: Ordering) -> Result<T, T>;
+    fn compare_exchange_weak(&self, current: T, new: T, success: Ordering, failure: Ordering) -> Result<T, T>;
+    fn fetch_add(&self, value: T, order: Ordering) -> T;
+    fn fetch_sub(&self, value: T, order: Ordering) -> T;
+}
+
+macro_rules! impl_word {
+    ($atomic:ty, $int:ty) => {
+        impl Word<$int> for $atomic {
+            #[inline(always)]
+            fn load(&self, order: Ordering) -> $int {
+                <$atomic>::load(self, order)
+            }
+            #[inline(always)]
+            fn store(&self, value: $int, order: Ordering) {
+                <$atomic>::store(self, value, order)
+            }
+            #[inline(always)]
+            fn swap(&self, value: $int, order: Ordering) -> $int {
+                <$atomic>::swap(self, value, order)
+            }
+            #[inline(always)]
+            fn compare_exchange(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                <$atomic>::compare_exchange(self, current, new, success, failure)
+            }
+            #[inline(always)]
+            fn compare_exchange_weak(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                <$atomic>::compare_exchange_weak(self, current, new, success, failure)
+            }
+            #[inline(always)]
+            fn fetch_add(&self, value: $int, order: Ordering) -> $int {
+                <$atomic>::fetch_add(self, value, order)
+            }
+            #[inline(always)]
+            fn fetch_sub(&self, value: $int, order: Ordering) -> $int {
+                <$atomic>::fetch_sub(self, value, order)
+            }
+        }
+    };
+}
+
+impl_word!(AtomicU32, u32);
+impl_word!(AtomicU64, u64);
+#[cfg(all(loom, test))]
+impl_word!(loom::sync::atomic::AtomicU32, u32);
+#[cfg(all(loom, test))]
+impl_word!(loom::sync::atomic::AtomicU64, u64);
+
+/// A region of shared memory as the algorithms see it: offsets from its
+/// start, words of 32 and 64 bits, byte copies, fences and futexes.
+///
+/// Offsets out of range panic (an internal bug, like a slice index): the
+/// algorithms derive every offset from constants or reduce it modulo a
+/// validated capacity, never take one from shared memory unchecked.
+pub(crate) trait Memory: Sync {
+    type W32: Word<u32>;
+    type W64: Word<u64>;
+
+    /// Bytes in the region.
+    fn len(&self) -> usize;
+    /// The 32-bit word at `offset` (a multiple of 4).
+    fn u32_at(&self, offset: usize) -> &Self::W32;
+    /// The 64-bit word at `offset` (a multiple of 8).
+    fn u64_at(&self, offset: usize) -> &Self::W64;
+    /// Copies `src` into the region at `offset`.
+    fn write(&self, offset: usize, src: &[u8]);
+    /// Copies `dst.len()` bytes at `offset` out of the region.
+    fn read(&self, offset: usize, dst: &mut [u8]);
+    /// A fence of the given ordering.
+    fn fence(&self, order: Ordering);
+    /// The light half of the asymmetric fence (every message).
+    fn light_fence(&self);
+    /// The heavy half (before sleeping).
+    fn heavy_fence(&self);
+    /// Sleeps while `*word == expected`, at most `timeout`; may return
+    /// early for any reason (the caller re-checks).
+    fn wait(&self, word: &Self::W32, expected: u32, timeout: Option<Duration>);
+    /// Wakes up to `count` sleepers on `word`; returns how many it woke.
+    fn wake(&self, word: &Self::W32, count: u32) -> usize;
+    /// One step of a spin loop.
+    fn pause(&self);
+}
+
+/// A shared mapping (or, in tests, any memory this process owns) at `base`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mapped {
+    base: NonNull<u8>,
+    len: usize,
+    membarrier: bool,
+}
+
+// SAFETY: a `Mapped` is an address range; everything done through it is an
+// atomic access or a byte copy the algorithms order with atomics.
+unsafe impl Send for Mapped {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// # Safety
+    ///
+    /// `base` must be 8-aligned and valid for reads and writes of `len`
+    /// bytes for as long as the `Mapped` (and every copy of it) is used, and
+    /// the bytes must only be accessed atomically or by byte copies.
+    /// `membarrier`: whether this process registered for the expedited
+    /// global membarrier (the light fence relies on it).
+    pub(crate) unsafe fn new(base: NonNull<u8>, len: usize, membarrier: bool) -> Mapped {
+        debug_assert!((base.as_ptr() as usize).is_multiple_of(8));
+        Mapped { base, len, membarrier }
+    }
+
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    #[inline(always)]
+    fn check(&self, offset: usize, size: usize, align: usize) {
+        assert!(
+            offset.is_multiple_of(align) && offset <= self.len && size <= self.len - offset,
+            "shared access of {size} bytes at offset {offset} outside a region of {} bytes",
+            self.len
+        );
+    }
+}
+
+impl Memory for Mapped {
+    type W32 = AtomicU32;
+    type W64 = AtomicU64;
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4, 4);
+        // SAFETY: in bounds and 4-aligned (checked above; the base is
+        // 8-aligned), valid for the lifetime of `self` (constructor's
+        // contract), and only ever accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    #[inline(always)]
+    fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8, 8);
+        // SAFETY: as in `u32_at`, 8-aligned.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    #[inline(always)]
+    fn write(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len(), 1);
+        // SAFETY: the destination is inside the region (checked), the
+        // source is private memory, so they do not overlap.
+        unsafe { crate::channel::copy_bytes(src.as_ptr(), self.base.as_ptr().add(offset), src.len()) }
+    }
+
+    #[inline(always)]
+    fn read(&self, offset: usize, dst: &mut [u8]) {
+        self.check(offset, dst.len(), 1);
+        // SAFETY: as in `write`, the other way round.
+        unsafe { crate::channel::copy_bytes(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    #[inline(always)]
+    fn fence(&self, order: Ordering) {
+        std::sync::atomic::fence(order);
+    }
+
+    #[inline(always)]
+    fn light_fence(&self) {
+        crate::channel::light_fence(self.membarrier);
+    }
+
+    fn heavy_fence(&self) {
+        crate::channel::heavy_fence(self.membarrier);
+    }
+
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        crate::sys::futex::wait(word, expected, timeout);
+    }
+
+    fn wake(&self, word: &AtomicU32, count: u32) -> usize {
+        crate::sys::futex::wake(word, count)
+    }
+
+    #[inline(always)]
+    fn pause(&self) {
+        spin_loop();
+    }
+}
+
+/// Shared memory inside the loom model checker.
+#[cfg(all(loom, test))]
+pub(crate) mod model {
+    use std::time::Duration;
+
+    use loom::sync::atomic::{AtomicU32, AtomicU64};
+    use loom::sync::{Condvar, Mutex};
+
+    use super::{Memory, Ordering, Word};
+
+    /// A region of `len` bytes of model memory, all zero. Futexes are one
+    /// mutex and condition variable for the whole region: a wait checks
+    /// the word under the mutex, a wake takes the mutex, so a wake between
+    /// a waiter's check and its sleep cannot be lost (the kernel's promise).
+    /// A wake on one word does not end a wait on another. Waits ignore their
+    /// timeout: a wake-up the algorithm loses shows as a deadlock of the
+    /// model.
+    #[derive(Debug)]
+    pub(crate) struct LoomMemory {
+        w32: Vec<AtomicU32>,
+        w64: Vec<AtomicU64>,
+        len: usize,
+        futex: Mutex<Futexes>,
+        woken: Condvar,
+    }
+
+    /// Per word address: how many sleep on it, and how many of those a
+    /// wake has released (each sleeper takes one release and leaves).
+    #[derive(Debug, Default)]
+    struct Futexes(Vec<(usize, usize, usize)>);
+
+    impl Futexes {
+        fn entry(&mut self, addr: usize) -> &mut (usize, usize, usize) {
+            let i = match self.0.iter().position(|e| e.0 == addr) {
+                Some(i) => i,
+                None => {
+                    self.0.push((addr, 0, 0));
+                    self.0.len() - 1
+                }
+            };
+            &mut self.0[i]
+        }
+    }
+
+    impl LoomMemory {
+        pub(crate) fn new(len: usize) -> LoomMemory {
+            assert!(len.is_multiple_of(8));
+            LoomMemory {
+                w32: (0..len / 4).map(|_| AtomicU32::new(0)).collect(),
+                w64: (0..len / 8).map(|_| AtomicU64::new(0)).collect(),
+                len,
+                futex: Mutex::new(Futexes::default()),
+                woken: Condvar::new(),
+            }
+        }
+    }
+
+    impl Memory for LoomMemory {
+        type W32 = AtomicU32;
+        type W64 = AtomicU64;
+
+        fn len(&self) -> usize {
+            self.len
+        }
+
+        fn u32_at(&self, offset: usize) -> &AtomicU32 {
+            assert!(offset.is_multiple_of(4));
+            &self.w32[offset / 4]
+        }
+
+        fn u64_at(&self, offset: usize) -> &AtomicU64 {
+            assert!(offset.is_multiple_of(8));
+            &self.w64[offset / 8]
+        }
+
+        fn write(&self, offset: usize, src: &[u8]) {
+            for (i, &byte) in src.iter().enumerate() {
+                let at = offset + i;
+                let word = &self.w64[at / 8];
+                let shift = (at % 8) * 8;
+                let old = Word::load(word, Ordering::Relaxed);
+                let new = (old & !(0xff << shift)) | (u64::from(byte) << shift);
+                Word::store(word, new, Ordering::Relaxed);
+            }
+        }
+
+        fn read(&self, offset: usize, dst: &mut [u8]) {
+            for (i, byte) in dst.iter_mut().enumerate() {
+                let at = offset + i;
+                *byte = (Word::load(&self.w64[at / 8], Ordering::Relaxed) >> ((at % 8) * 8)) as u8;
+            }
+        }
+
+        fn fence(&self, order: Ordering) {
+            loom::sync::atomic::fence(order);
+        }
+
+        fn light_fence(&self) {
+            // membarrier makes the light side behave as a full fence
+            // whenever the heavy side runs; SeqCst models exactly that.
+            loom::sync::atomic::fence(Ordering::SeqCst);
+        }
+
+        fn heavy_fence(&self) {
+            loom::sync::atomic::fence(Ordering::SeqCst);
+        }
+
+        fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
+            let addr = word as *const AtomicU32 as usize;
+            let mut futex = self.futex.lock().unwrap();
+            if Word::load(word, Ordering::SeqCst) != expected {
+                return;
+            }
+            futex.entry(addr).1 += 1;
+            while futex.entry(addr).2 == 0 {
+                futex = self.woken.wait(futex).unwrap();
+            }
+            let entry = futex.entry(addr);
+            entry.1 -= 1;
+            entry.2 -= 1;
+        }
+
+        fn wake(&self, word: &AtomicU32, count: u32) -> usize {
+            let addr = word as *const AtomicU32 as usize;
+            let mut futex = self.futex.lock().unwrap();
+            let entry = futex.entry(addr);
+            let woken = (entry.1 - entry.2).min(count as usize);
+            entry.2 += woken;
+            if woken > 0 {
+                self.woken.notify_all();
+            }
+            woken
+        }
+
+        fn pause(&self) {
+            loom::thread::yield_now();
+        }
+    }
+}
