@@ -11,9 +11,13 @@
 //! The waiter registers in `sleepers`, reads `epoch`, checks its condition,
 //! and sleeps only while `epoch` is unchanged. The notifier changes the
 //! condition, bumps `epoch`, and reads `sleepers`: zero means no process can
-//! be asleep with a stale view, so no system call is made. All of these are
-//! `SeqCst`, so the notifier sees the registration or the waiter sees the new
-//! epoch (and then the condition): a wake-up cannot be lost.
+//! be asleep with a stale view, so no system call is made. Each side puts a
+//! `SeqCst` fence between its write and its read (the Dekker pattern), so the
+//! notifier sees the registration or the waiter sees the new epoch (and then
+//! the condition): a wake-up cannot be lost. (`SeqCst` accesses alone would
+//! do in the C++ model; the fences make the argument one that the loom model
+//! checker, which treats `SeqCst` accesses as acquire/release, can verify,
+//! and cost one `mfence` on the notify path.)
 //!
 //! Known limits: a notifier killed between changing the condition and
 //! waking, or 2^32 notifies while a waiter stalls between reading `epoch` and
@@ -21,13 +25,12 @@
 //! least once a second to cover both. A waiter killed while asleep leaves
 //! `sleepers` too high, which costs spare wake-up calls from then on.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::primitive::{AtomicU32, Ordering};
-use super::{HEADER_SIZE, Place, Sleeper, deadline_after, error, expired, remaining, spin_then};
+use super::primitive::{Mapped, Memory, Ordering, Word};
+use super::{HEADER_SIZE, Place, SPIN_LIMIT, Sleeper, deadline_after, error, expired, remaining, spin_then};
 use crate::error::{ErrorKind, Op, Result};
 use crate::segment::Segment;
-use crate::sys::futex;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SKev");
 const VERSION: u32 = 1;
@@ -91,31 +94,18 @@ impl<'a> Event<'a> {
         Ok(Event { place })
     }
 
-    fn epoch(&self) -> &'a AtomicU32 {
-        self.place.word(HEADER_SIZE)
-    }
-
-    fn sleepers(&self) -> &'a AtomicU32 {
-        self.place.word(HEADER_SIZE + 4)
+    fn protocol(&self) -> Protocol<Mapped> {
+        Protocol { mem: self.place.mem(), at: HEADER_SIZE, spin: SPIN_LIMIT }
     }
 
     /// Wakes one waiter. Call it after making the condition true.
     pub fn notify_one(&self) {
-        self.notify(1);
+        self.protocol().notify(1);
     }
 
     /// Wakes every waiter. Call it after making the condition true.
     pub fn notify_all(&self) {
-        self.notify(i32::MAX as u32);
-    }
-
-    fn notify(&self, count: u32) {
-        // SYNC POINT: SeqCst bump, then SeqCst read of `sleepers` (see the
-        // module docs for why a wake-up cannot be lost).
-        self.epoch().fetch_add(1, Ordering::SeqCst);
-        if self.sleepers().load(Ordering::SeqCst) > 0 {
-            futex::wake(self.epoch(), count);
-        }
+        self.protocol().notify(i32::MAX as u32);
     }
 
     /// Waits until `condition()` returns true, at most `timeout`
@@ -125,27 +115,13 @@ impl<'a> Event<'a> {
     /// # Errors
     ///
     /// [`ErrorKind::Timeout`] if the condition did not hold in time.
-    pub fn wait_until(&self, mut condition: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<()> {
+    pub fn wait_until(&self, condition: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<()> {
         // A timeout too long to represent is no timeout.
         let deadline = timeout.and_then(deadline_after);
-        let unbounded = deadline.is_none();
-        if spin_then(&mut condition) {
-            return Ok(());
-        }
-        loop {
-            if !unbounded && expired(deadline) {
-                return Err(error(Op::Wait, &self.place, ErrorKind::Timeout));
-            }
-            let sleeper = Sleeper::register(self.sleepers());
-            let epoch = self.epoch().load(Ordering::SeqCst);
-            if condition() {
-                return Ok(());
-            }
-            futex::wait(self.epoch(), epoch, Some(remaining(deadline)));
-            drop(sleeper);
-            if condition() {
-                return Ok(());
-            }
+        if self.protocol().wait_until(condition, deadline) {
+            Ok(())
+        } else {
+            Err(error(Op::Wait, &self.place, ErrorKind::Timeout))
         }
     }
 
@@ -155,7 +131,63 @@ impl<'a> Event<'a> {
     ///
     /// [`ErrorKind::Timeout`] if no notify came in time.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        let start = self.epoch().load(Ordering::SeqCst);
-        self.wait_until(|| self.epoch().load(Ordering::SeqCst) != start, timeout)
+        let protocol = self.protocol();
+        let start = protocol.epoch().load(Ordering::SeqCst);
+        self.wait_until(|| protocol.epoch().load(Ordering::SeqCst) != start, timeout)
+    }
+}
+
+/// The eventcount's algorithm over any [`Memory`]: `epoch` at `at`,
+/// `sleepers` at `at + 4`. The same code runs on a mapping and in the loom
+/// model.
+pub(crate) struct Protocol<M: Memory> {
+    pub(crate) mem: M,
+    pub(crate) at: usize,
+    /// Checks of the condition before sleeping.
+    pub(crate) spin: u32,
+}
+
+impl<M: Memory> Protocol<M> {
+    fn epoch(&self) -> &M::W32 {
+        self.mem.u32_at(self.at)
+    }
+
+    fn sleepers(&self) -> &M::W32 {
+        self.mem.u32_at(self.at + 4)
+    }
+
+    /// Wakes up to `count` waiters; no system call when nobody sleeps.
+    pub(crate) fn notify(&self, count: u32) {
+        // SYNC POINT: SeqCst bump, then SeqCst read of `sleepers` (see the
+        // module docs for why a wake-up cannot be lost).
+        self.epoch().fetch_add(1, Ordering::SeqCst);
+        self.mem.fence(Ordering::SeqCst);
+        if self.sleepers().load(Ordering::SeqCst) > 0 {
+            self.mem.wake(self.epoch(), count);
+        }
+    }
+
+    /// Waits until `condition()` holds; false if `deadline` passed first.
+    pub(crate) fn wait_until(&self, mut condition: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        let unbounded = deadline.is_none();
+        if spin_then(&self.mem, self.spin, &mut condition) {
+            return true;
+        }
+        loop {
+            if !unbounded && expired(deadline) {
+                return false;
+            }
+            let sleeper = Sleeper::register(self.sleepers());
+            self.mem.fence(Ordering::SeqCst);
+            let epoch = self.epoch().load(Ordering::SeqCst);
+            if condition() {
+                return true;
+            }
+            self.mem.wait(self.epoch(), epoch, Some(remaining(deadline)));
+            drop(sleeper);
+            if condition() {
+                return true;
+            }
+        }
     }
 }

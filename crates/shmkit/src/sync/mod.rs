@@ -32,6 +32,8 @@
 #![allow(unsafe_code)]
 
 mod event;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod mutex;
 mod named;
 pub(crate) mod primitive;
@@ -44,7 +46,7 @@ use std::time::{Duration, Instant};
 pub use self::event::Event;
 pub use self::mutex::{LockError, Mutex, MutexGuard};
 pub use self::named::NamedSemaphore;
-use self::primitive::{AtomicU32, Ordering, spin_loop};
+use self::primitive::{AtomicU32, Memory, Ordering, Word};
 pub use self::semaphore::Semaphore;
 pub use self::sysv::SemSet;
 use crate::error::{Error, ErrorKind, Op, Result};
@@ -68,6 +70,7 @@ pub(crate) const HEADER_SIZE: usize = 16;
 #[derive(Debug, Clone)]
 pub(crate) struct Place<'a> {
     ptr: NonNull<u8>,
+    size: usize,
     label: String,
     segment: &'a Segment,
 }
@@ -86,7 +89,7 @@ impl<'a> Place<'a> {
         let label = format!("{} at offset {offset} ({what})", segment.name());
         let ptr =
             segment.region(Op::Init, offset, size, 64).map_err(|e| Error::new(e.op(), &label, e.kind().clone()))?;
-        Ok(Place { ptr, label, segment })
+        Ok(Place { ptr, size, label, segment })
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -95,6 +98,16 @@ impl<'a> Place<'a> {
 
     pub(crate) fn segment(&self) -> &'a Segment {
         self.segment
+    }
+
+    /// The primitive's bytes as [`Memory`](primitive::Memory), for the
+    /// algorithms that run on a mapping and in the loom model alike.
+    pub(crate) fn mem(&self) -> primitive::Mapped {
+        // SAFETY: the region was checked by `new` (inside the mapping,
+        // 64-aligned, `size` bytes) and the mapping outlives `'a`, which
+        // bounds every use of the returned value through `&self`'s borrows
+        // in the primitives. Its bytes are only accessed atomically.
+        unsafe { primitive::Mapped::new(self.ptr, self.size, false) }
     }
 
     /// The byte address at `offset` inside the primitive.
@@ -199,15 +212,15 @@ pub(crate) fn error(op: Op, place: &Place<'_>, kind: ErrorKind) -> Error {
     Error::new(op, place.label(), kind)
 }
 
-/// Checks `ready()` up to [`SPIN_LIMIT`] times with a pause between checks;
-/// true as soon as it holds. The first half of spin-then-park: callers
-/// sleep on a futex when this returns false.
-pub(crate) fn spin_then<F: FnMut() -> bool>(mut ready: F) -> bool {
-    for _ in 0..SPIN_LIMIT {
+/// Checks `ready()` up to `limit` times with a pause between checks; true
+/// as soon as it holds. The first half of spin-then-park: callers sleep on a
+/// futex when this returns false.
+pub(crate) fn spin_then<M: Memory>(mem: &M, limit: u32, mut ready: impl FnMut() -> bool) -> bool {
+    for _ in 0..limit {
         if ready() {
             return true;
         }
-        spin_loop();
+        mem.pause();
     }
     ready()
 }
@@ -226,16 +239,16 @@ pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// Counts this process among a primitive's sleepers while alive, so that a
 /// panicking condition closure cannot leave the count raised.
-pub(crate) struct Sleeper<'a>(pub(crate) &'a AtomicU32);
+pub(crate) struct Sleeper<'a, W: Word<u32>>(pub(crate) &'a W);
 
-impl<'a> Sleeper<'a> {
-    pub(crate) fn register(word: &'a AtomicU32) -> Sleeper<'a> {
+impl<'a, W: Word<u32>> Sleeper<'a, W> {
+    pub(crate) fn register(word: &'a W) -> Sleeper<'a, W> {
         word.fetch_add(1, Ordering::SeqCst);
         Sleeper(word)
     }
 }
 
-impl Drop for Sleeper<'_> {
+impl<W: Word<u32>> Drop for Sleeper<'_, W> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

@@ -124,6 +124,58 @@ pub(crate) trait Memory: Sync {
     fn pause(&self);
 }
 
+/// Borrowed memory is memory too, so several algorithms (or threads of a
+/// model) can share one region.
+impl<T: Memory> Memory for &T {
+    type W32 = T::W32;
+    type W64 = T::W64;
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    #[inline(always)]
+    fn u32_at(&self, offset: usize) -> &Self::W32 {
+        (**self).u32_at(offset)
+    }
+    #[inline(always)]
+    fn u64_at(&self, offset: usize) -> &Self::W64 {
+        (**self).u64_at(offset)
+    }
+    #[inline(always)]
+    fn write(&self, offset: usize, src: &[u8]) {
+        (**self).write(offset, src)
+    }
+    #[inline(always)]
+    fn read(&self, offset: usize, dst: &mut [u8]) {
+        (**self).read(offset, dst)
+    }
+    #[inline(always)]
+    fn fence(&self, order: Ordering) {
+        (**self).fence(order)
+    }
+    #[inline(always)]
+    fn light_fence(&self) {
+        (**self).light_fence()
+    }
+    #[inline(always)]
+    fn heavy_fence(&self) {
+        (**self).heavy_fence()
+    }
+    #[inline(always)]
+    fn wait(&self, word: &Self::W32, expected: u32, timeout: Option<Duration>) {
+        (**self).wait(word, expected, timeout)
+    }
+    #[inline(always)]
+    fn wake(&self, word: &Self::W32, count: u32) -> usize {
+        (**self).wake(word, count)
+    }
+    #[inline(always)]
+    fn pause(&self) {
+        (**self).pause()
+    }
+}
+
 /// A shared mapping (or, in tests, any memory this process owns) at `base`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mapped {

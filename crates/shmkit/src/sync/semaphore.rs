@@ -10,9 +10,9 @@
 //! `post` adds a unit, then wakes one sleeper only if `sleepers` is
 //! non-zero, so posting to a semaphore nobody waits on makes no system call.
 //! A waiter increments `sleepers` *before* its last check of `count` and the
-//! poster reads `sleepers` *after* its increment of `count`; both are
-//! `SeqCst`, so at least one of them sees the other (a lost wake-up would need
-//! each to miss the other's write). A waiter killed while asleep leaves
+//! poster reads `sleepers` *after* its increment of `count`, each with a
+//! `SeqCst` fence between its write and its read, so at least one of them
+//! sees the other (a lost wake-up would need each to miss the other's write). A waiter killed while asleep leaves
 //! `sleepers` too high, which costs spare wake-up calls on every post from
 //! then on. A poster killed between adding its unit and waking a sleeper
 //! leaves the sleeper asleep with a unit available; sleepers wake at least
@@ -20,11 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::primitive::{AtomicU32, Ordering};
-use super::{HEADER_SIZE, Place, Sleeper, deadline_after, error, expired, remaining, spin_then};
+use super::primitive::{Mapped, Memory, Ordering, Word};
+use super::{HEADER_SIZE, Place, SPIN_LIMIT, Sleeper, deadline_after, error, expired, remaining, spin_then};
 use crate::error::{ErrorKind, Op, Result};
 use crate::segment::Segment;
-use crate::sys::futex;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SKsm");
 const VERSION: u32 = 1;
@@ -83,17 +82,13 @@ impl<'a> Semaphore<'a> {
         Ok(Semaphore { place })
     }
 
-    fn count(&self) -> &'a AtomicU32 {
-        self.place.word(HEADER_SIZE)
-    }
-
-    fn sleepers(&self) -> &'a AtomicU32 {
-        self.place.word(HEADER_SIZE + 4)
+    fn protocol(&self) -> Protocol<Mapped> {
+        Protocol { mem: self.place.mem(), at: HEADER_SIZE, spin: SPIN_LIMIT }
     }
 
     /// Units available now.
     pub fn value(&self) -> u32 {
-        self.count().load(Ordering::Relaxed)
+        self.protocol().count().load(Ordering::Relaxed)
     }
 
     /// Adds a unit and wakes one waiter, if any sleeps.
@@ -102,27 +97,11 @@ impl<'a> Semaphore<'a> {
     ///
     /// The count would overflow `u32::MAX`.
     pub fn post(&self) -> Result<()> {
-        let count = self.count();
-        let mut c = count.load(Ordering::Relaxed);
-        loop {
-            if c == u32::MAX {
-                return Err(error(
-                    Op::Post,
-                    &self.place,
-                    ErrorKind::InvalidArgument("the count is at its maximum".into()),
-                ));
-            }
-            // SYNC POINT: SeqCst pairs with the waiter's SeqCst `sleepers`
-            // increment and `count` check (see the module docs).
-            match count.compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => c = now,
-            }
+        if self.protocol().post() {
+            Ok(())
+        } else {
+            Err(error(Op::Post, &self.place, ErrorKind::InvalidArgument("the count is at its maximum".into())))
         }
-        if self.sleepers().load(Ordering::SeqCst) > 0 {
-            futex::wake(count, 1);
-        }
-        Ok(())
     }
 
     /// Takes a unit if one is available, without waiting.
@@ -131,21 +110,7 @@ impl<'a> Semaphore<'a> {
     ///
     /// [`ErrorKind::WouldBlock`] if the count is zero.
     pub fn try_wait(&self) -> Result<()> {
-        if self.try_take() { Ok(()) } else { Err(error(Op::Wait, &self.place, ErrorKind::WouldBlock)) }
-    }
-
-    fn try_take(&self) -> bool {
-        let count = self.count();
-        let mut c = count.load(Ordering::Relaxed);
-        while c > 0 {
-            // SYNC POINT: acquire pairs with the poster's release (SeqCst),
-            // so what the poster wrote before posting is visible.
-            match count.compare_exchange_weak(c, c - 1, Ordering::SeqCst, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => c = now,
-            }
-        }
-        false
+        if self.protocol().try_take() { Ok(()) } else { Err(error(Op::Wait, &self.place, ErrorKind::WouldBlock)) }
     }
 
     /// Takes a unit, waiting as long as it takes.
@@ -167,18 +132,89 @@ impl<'a> Semaphore<'a> {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
+        if self.protocol().wait(deadline) { Ok(()) } else { Err(error(Op::Wait, &self.place, ErrorKind::Timeout)) }
+    }
+}
+
+/// The semaphore's algorithm over any [`Memory`]: `count` at `at`,
+/// `sleepers` at `at + 4`. The same code runs on a mapping and in the loom
+/// model.
+pub(crate) struct Protocol<M: Memory> {
+    pub(crate) mem: M,
+    pub(crate) at: usize,
+    /// Checks before sleeping.
+    pub(crate) spin: u32,
+}
+
+impl<M: Memory> Protocol<M> {
+    fn count(&self) -> &M::W32 {
+        self.mem.u32_at(self.at)
+    }
+
+    fn sleepers(&self) -> &M::W32 {
+        self.mem.u32_at(self.at + 4)
+    }
+
+    /// Units available now.
+    #[cfg(all(test, loom))]
+    pub(crate) fn count_now(&self) -> u32 {
+        self.count().load(Ordering::SeqCst)
+    }
+
+    /// Adds a unit and wakes a sleeper if there is one; false if the count
+    /// is at its maximum.
+    pub(crate) fn post(&self) -> bool {
+        let count = self.count();
+        let mut c = count.load(Ordering::Relaxed);
         loop {
-            if spin_then(|| self.try_take()) {
-                return Ok(());
+            if c == u32::MAX {
+                return false;
+            }
+            // SYNC POINT: SeqCst pairs with the waiter's SeqCst `sleepers`
+            // increment and `count` check (see the module docs).
+            match count.compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        self.mem.fence(Ordering::SeqCst);
+        if self.sleepers().load(Ordering::SeqCst) > 0 {
+            self.mem.wake(count, 1);
+        }
+        true
+    }
+
+    /// Takes a unit if one is available.
+    pub(crate) fn try_take(&self) -> bool {
+        let count = self.count();
+        let mut c = count.load(Ordering::Relaxed);
+        while c > 0 {
+            // SYNC POINT: acquire pairs with the poster's release (SeqCst),
+            // so what the poster wrote before posting is visible.
+            match count.compare_exchange_weak(c, c - 1, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+            self.mem.pause();
+        }
+        false
+    }
+
+    /// Takes a unit, waiting until `deadline`; false if it passed first.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if spin_then(&self.mem, self.spin, || self.try_take()) {
+                return true;
             }
             if expired(deadline) {
-                return Err(error(Op::Wait, &self.place, ErrorKind::Timeout));
+                return false;
             }
             let sleeper = Sleeper::register(self.sleepers());
+            self.mem.fence(Ordering::SeqCst);
             // Sleep only while the count is still zero; a post in between
             // changes it and the futex returns at once.
             if self.count().load(Ordering::SeqCst) == 0 {
-                futex::wait(self.count(), 0, Some(remaining(deadline)));
+                self.mem.wait(self.count(), 0, Some(remaining(deadline)));
             }
             drop(sleeper);
         }
