@@ -10,7 +10,7 @@ use loom::thread;
 
 use super::event;
 use super::primitive::model::LoomMemory;
-use super::primitive::{Memory, Ordering, Word as _};
+use super::primitive::{Memory, Ordering};
 use super::semaphore;
 
 /// Payload and condition words, away from the protocol's own words.

@@ -424,3 +424,90 @@ pub(crate) mod model {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::{event, semaphore};
+
+    /// Private, 8-aligned memory seen through `Mapped`, as a mapping would be.
+    pub(crate) struct Heap {
+        words: Vec<u64>,
+    }
+
+    impl Heap {
+        pub(crate) fn new(len: usize) -> Heap {
+            Heap { words: vec![0; len.div_ceil(8)] }
+        }
+
+        pub(crate) fn mem(&mut self) -> Mapped {
+            let len = self.words.len() * 8;
+            let base = NonNull::new(self.words.as_mut_ptr().cast::<u8>()).unwrap();
+            // SAFETY: the vector is 8-aligned, `len` bytes long, outlives
+            // every use in the test, and is only accessed through `Mapped`.
+            unsafe { Mapped::new(base, len, false) }
+        }
+    }
+
+    #[test]
+    fn bytes_go_in_and_come_out_at_every_length_and_offset() {
+        let mut heap = Heap::new(256);
+        let mem = heap.mem();
+        for len in 0..=40 {
+            for offset in [0, 1, 3, 8, 13, 256 - len] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + offset + len) as u8).collect();
+                mem.write(offset, &data);
+                let mut back = vec![0xaa; len];
+                mem.read(offset, &mut back);
+                assert_eq!(back, data, "len {len} offset {offset}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a region")]
+    fn a_word_past_the_end_is_a_panic_not_an_access() {
+        let mut heap = Heap::new(64);
+        let mem = heap.mem();
+        mem.u64_at(64);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a region")]
+    fn a_copy_past_the_end_is_a_panic_not_an_access() {
+        let mut heap = Heap::new(64);
+        let mem = heap.mem();
+        mem.write(60, &[0; 5]);
+    }
+
+    #[test]
+    fn the_semaphore_protocol_counts_without_system_calls() {
+        let mut heap = Heap::new(64);
+        let sem = semaphore::Protocol { mem: heap.mem(), at: 16, spin: 3 };
+        assert!(!sem.try_take());
+        assert!(sem.post());
+        assert!(sem.post());
+        assert!(sem.try_take());
+        assert!(sem.wait(None));
+        assert!(!sem.try_take());
+        sem.mem.u32_at(16).store(u32::MAX, Ordering::Relaxed);
+        assert!(!sem.post(), "the count must not wrap");
+    }
+
+    #[test]
+    fn the_event_protocol_notifies_nobody_without_system_calls() {
+        let mut heap = Heap::new(64);
+        let ev = event::Protocol { mem: heap.mem(), at: 16, spin: 3 };
+        ev.notify(1);
+        ev.notify(u32::MAX);
+        assert_eq!(ev.mem.u32_at(16).load(Ordering::Relaxed), 2);
+        let mut checks = 0;
+        assert!(ev.wait_until(
+            || {
+                checks += 1;
+                checks == 3
+            },
+            None
+        ));
+    }
+}
