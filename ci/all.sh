@@ -35,6 +35,19 @@ cargo test --workspace
 step "cargo test (release: orderings show up when optimised)"
 cargo test --workspace --release
 
+step "loom: model-check the lock-free algorithms (LOOM_MAX_PREEMPTIONS=2)"
+# A target directory of its own: --cfg loom would otherwise rebuild (and
+# evict) the ordinary build artifacts.
+RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+  cargo test -p shmkit --lib --release loom
+
+step "miri: the code that makes no system call, with strict provenance"
+if cargo +nightly miri --version >/dev/null 2>&1; then
+  MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p shmkit --lib
+else
+  echo "SKIPPED: no nightly toolchain with Miri on this machine (ci/install.sh could not install it)"
+fi
+
 step "leak check: no IPC object or temp file left by the tests"
 after=$(mktemp)
 snapshot >"$after"

@@ -22,5 +22,14 @@ for component in rustfmt clippy; do
   fi
 done
 
+# Miri runs on nightly. A clean machine with rustup gets the component; a
+# machine where nightly cannot be had skips the Miri step with a message
+# (ci/all.sh checks again).
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal --component miri,rust-src \
+    || echo "warning: nightly with Miri could not be installed; the Miri step will be skipped" >&2
+fi
+
 cargo --version
 cc --version | head -1
+cargo +nightly miri --version 2>/dev/null || true
