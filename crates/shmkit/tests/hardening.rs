@@ -26,7 +26,14 @@ const NOBODY: u32 = 65534;
 /// Child roles of this module; `None` if `role` is not one of them.
 pub fn child(role: &str, args: &[String]) -> Option<i32> {
     Some(match role {
-        "hardening-truncate" => truncate(Path::new(&args[0]), args[1].parse().unwrap()),
+        "hardening-truncate" => {
+            // Optionally let the parent get busy first (not a timing
+            // assertion: the test holds whenever the truncation comes).
+            if let Some(ms) = args.get(2) {
+                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
+            }
+            truncate(Path::new(&args[0]), args[1].parse().unwrap())
+        }
         "hardening-sigbus-outside" => sigbus_outside(&args[0]),
         "hardening-small-tmpfs" => small_tmpfs(Path::new(&args[0])),
         "hardening-open-as-nobody" => open_as_nobody(&args[0].parse().unwrap()),
@@ -71,7 +78,7 @@ fn access(seg: &mut Segment, buf: &mut [u8], round: usize) -> shmkit::Result<()>
 /// succeeded.
 fn access_until_truncated(seg: &mut Segment, target: &Target, new_len: u64) -> (Error, u64) {
     let mut buf = vec![0; seg.len()];
-    let child = util::child("hardening-truncate", &[path_of(target).to_str().unwrap(), &new_len.to_string()])
+    let child = util::child("hardening-truncate", &[path_of(target).to_str().unwrap(), &new_len.to_string(), "20"])
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(Some(child));
