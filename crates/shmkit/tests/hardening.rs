@@ -244,9 +244,7 @@ fn sigbus_outside(how: &str) -> i32 {
     }
     // SAFETY: a fresh shared mapping of our own file, at a kernel-chosen
     // address.
-    let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
-    };
+    let ptr = unsafe { libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
     if ptr == libc::MAP_FAILED || file.set_len(0).is_err() {
         return 27;
     }

@@ -128,7 +128,15 @@ pub struct SegmentOptions {
 
 impl Default for SegmentOptions {
     fn default() -> Self {
-        SegmentOptions { size: None, mode: 0o600, writable: true, lifetime: None, seal: true, allow_unsealed: false, allow_untrusted: false }
+        SegmentOptions {
+            size: None,
+            mode: 0o600,
+            writable: true,
+            lifetime: None,
+            seal: true,
+            allow_unsealed: false,
+            allow_untrusted: false,
+        }
     }
 }
 
@@ -703,11 +711,7 @@ impl Segment {
 
     fn new(parts: Mapped, label: String) -> Segment {
         let map_len = page_round(parts.len);
-        let sigbus = if parts.guard {
-            sys::sigbus::guard(parts.ptr.as_ptr(), map_len, parts.writable)
-        } else {
-            None
-        };
+        let sigbus = if parts.guard { sys::sigbus::guard(parts.ptr.as_ptr(), map_len, parts.writable) } else { None };
         Segment {
             ptr: parts.ptr,
             len: parts.len,

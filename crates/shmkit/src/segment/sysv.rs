@@ -162,6 +162,13 @@ pub(super) fn open(options: &SegmentOptions, target: &Target, intent: Intent) ->
     };
     limits::check_map_count(Op::Map, &label).map_err(cleanup)?;
     let ptr = sys::sysv::attach(id, options.writable).map_err(|e| cleanup(error(Op::Map, &label, target, e)))?;
-    let mapped = Mapped { ptr, len, writable: options.writable, created, backing: Backing::Sysv { id, key: st.key }, guard: false };
+    let mapped = Mapped {
+        ptr,
+        len,
+        writable: options.writable,
+        created,
+        backing: Backing::Sysv { id, key: st.key },
+        guard: false,
+    };
     Segment::new(mapped, label).with_lifetime(options)
 }

@@ -215,11 +215,8 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     {
         let page = PAGE.load(Ordering::Relaxed);
         let base = addr & !(page - 1);
-        let prot = if slot.writable.load(Ordering::Relaxed) {
-            ProtFlags::READ | ProtFlags::WRITE
-        } else {
-            ProtFlags::READ
-        };
+        let prot =
+            if slot.writable.load(Ordering::Relaxed) { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::READ };
         // SAFETY: `base..base + page` lies inside a live mapping that shmkit
         // owns (the slot is active, and unregistered before any unmap), and
         // its old contents are gone (past the end of the truncated object),
