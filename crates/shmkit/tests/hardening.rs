@@ -135,10 +135,17 @@ fn a_peer_truncating_a_segment_under_us_gives_an_error_not_sigbus() {
         ] {
             assert_eq!(*result.unwrap_err().kind(), ErrorKind::Truncated { size: size as u64 }, "{backend:?}");
         }
+        assert_eq!(*seg.flush().unwrap_err().kind(), ErrorKind::Truncated { size: size as u64 }, "{backend:?}");
+        assert_eq!(*seg.grow(2 * size).unwrap_err().kind(), ErrorKind::Truncated { size: size as u64 }, "{backend:?}");
         // Bounds are still checked first.
         assert!(matches!(seg.read_at(size, &mut small).unwrap_err().kind(), ErrorKind::OutOfBounds { .. }));
         // The object itself is what the peer left: empty.
         assert_eq!(shmkit::segment::stat(&target).unwrap().size, 0, "{backend:?}");
+        // The broken mapping unmaps cleanly, and the name can be used again.
+        drop(seg);
+        let mut again = Segment::options().size(size).lifetime(Lifetime::RemoveOnDrop).create(&target).unwrap();
+        again.write_at(size - 4, b"anew").unwrap();
+        assert_eq!(again.read::<[u8; 4]>(size - 4).unwrap(), *b"anew");
     }
 }
 

@@ -176,6 +176,7 @@ pub(super) fn grow(seg: &mut Segment, new_len: usize) -> Result<()> {
     if !seg.writable {
         return Err(Error::new(Op::Resize, label, ErrorKind::ReadOnly));
     }
+    seg.check_truncated(Op::Resize)?;
     if seg.is_pinned() {
         return Err(Error::invalid(
             Op::Resize,

@@ -542,7 +542,9 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::OutOfBounds`] if the range does not fit in [`len`](Self::len).
+    /// [`ErrorKind::OutOfBounds`] if the range does not fit in [`len`](Self::len);
+    /// [`ErrorKind::Truncated`] if another process truncated the object
+    /// under this mapping (then, or during an earlier access).
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(Op::Read, offset, buf.len())?;
         self.check_truncated(Op::Read)?;
@@ -560,8 +562,9 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ReadOnly`] on a read-only mapping, or
-    /// [`ErrorKind::OutOfBounds`].
+    /// [`ErrorKind::ReadOnly`] on a read-only mapping,
+    /// [`ErrorKind::OutOfBounds`], or [`ErrorKind::Truncated`] (the bytes
+    /// did not reach the object).
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         if !self.writable {
             return Err(Error::new(Op::Write, self.label.clone(), ErrorKind::ReadOnly));
@@ -599,7 +602,7 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::OutOfBounds`].
+    /// [`ErrorKind::OutOfBounds`] or [`ErrorKind::Truncated`].
     ///
     /// # Examples
     ///
@@ -619,7 +622,8 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ReadOnly`] or [`ErrorKind::OutOfBounds`].
+    /// [`ErrorKind::ReadOnly`], [`ErrorKind::OutOfBounds`] or
+    /// [`ErrorKind::Truncated`].
     pub fn write<T: Pod>(&mut self, offset: usize, value: &T) -> Result<()> {
         self.write_at(offset, bytemuck::bytes_of(value))
     }
@@ -629,9 +633,11 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// The OS reports an I/O error.
+    /// The OS reports an I/O error, or the object was truncated under us
+    /// ([`ErrorKind::Truncated`]).
     #[doc(alias = "msync")]
     pub fn flush(&self) -> Result<()> {
+        self.check_truncated(Op::Flush)?;
         sys::mman::sync(self.ptr, self.map_len, true).map_err(|e| Error::os(Op::Flush, self.label.clone(), e))
     }
 
@@ -639,8 +645,9 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// The OS reports an error.
+    /// The OS reports an error, or the object was truncated under us.
     pub fn flush_async(&self) -> Result<()> {
+        self.check_truncated(Op::Flush)?;
         sys::mman::sync(self.ptr, self.map_len, false).map_err(|e| Error::os(Op::Flush, self.label.clone(), e))
     }
 
@@ -652,7 +659,8 @@ impl Segment {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidArgument`] for other backends, a sealed memfd or
-    /// a smaller size; [`ErrorKind::LimitExceeded`] if the space is missing.
+    /// a smaller size; [`ErrorKind::LimitExceeded`] if the space is missing;
+    /// [`ErrorKind::Truncated`] if a peer truncated the object under us.
     pub fn grow(&mut self, new_len: usize) -> Result<()> {
         fd::grow(self, new_len)
     }

@@ -22,11 +22,16 @@
 //!   before the mapping is unmapped, so the handler never acts on an address
 //!   range that has been reused.
 //! - On a `SIGBUS` raised by a memory access (`si_code > 0`) whose address
-//!   (`si_addr`) lies in an active slot, the handler maps a private,
-//!   anonymous, zero-filled page over the faulting page
+//!   (`si_addr`) lies in an active slot, the handler maps private,
+//!   anonymous, zero-filled memory over the faulting page and every page
+//!   after it to the end of the mapping
 //!   (`mmap(MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS)`, with the mapping's
 //!   protection), sets the slot's `truncated` flag, and returns: the
-//!   faulting instruction runs again and now completes on the zero page.
+//!   faulting instruction runs again and now completes on a zero page.
+//!   (A truncation removes the end of the object, so the later pages are
+//!   gone too; replacing them at once costs one fault and one new memory
+//!   area per mapping instead of one per page, which keeps a large segment
+//!   from using up `vm.max_map_count`.)
 //!   `Segment` checks the flag after each copy and from then on reports
 //!   `ErrorKind::Truncated`, so what was read from zero pages is never
 //!   handed out as data.
@@ -215,15 +220,18 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     {
         let page = PAGE.load(Ordering::Relaxed);
         let base = addr & !(page - 1);
+        let end = slot.start.load(Ordering::Relaxed) + slot.len.load(Ordering::Relaxed);
         let prot =
             if slot.writable.load(Ordering::Relaxed) { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::READ };
-        // SAFETY: `base..base + page` lies inside a live mapping that shmkit
-        // owns (the slot is active, and unregistered before any unmap), and
-        // its old contents are gone (past the end of the truncated object),
-        // so replacing that page with zeros invalidates nothing that could
-        // still be read correctly. rustix issues the raw mmap system call.
-        let mapped =
-            unsafe { rustix::mm::mmap_anonymous(base as *mut _, page, prot, MapFlags::PRIVATE | MapFlags::FIXED) };
+        // SAFETY: `base..end` lies inside a live mapping that shmkit owns
+        // (the slot is active, and unregistered before any unmap; its start
+        // and length are whole pages), and its old contents are gone (at or
+        // past the end of the truncated object), so replacing it with zeros
+        // invalidates nothing that could still be read correctly. rustix
+        // issues the raw mmap system call.
+        let mapped = unsafe {
+            rustix::mm::mmap_anonymous(base as *mut _, end - base, prot, MapFlags::PRIVATE | MapFlags::FIXED)
+        };
         if mapped.is_ok() {
             slot.truncated.store(true, Ordering::Release);
             return;
@@ -274,4 +282,33 @@ fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
 fn code_is_user(info: *mut libc::siginfo_t) -> bool {
     // SAFETY: the kernel passes a valid siginfo_t with SA_SIGINFO.
     unsafe { (*info).si_code <= 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_fills_up_and_frees_slots() {
+        // Fake, never-touched addresses far from any real mapping: the table
+        // only stores them. Slots taken by concurrent tests make it fill
+        // sooner; the check is that it fills, refuses, and frees.
+        let base = usize::MAX / 2;
+        let mut guards = Vec::new();
+        while let Some(g) = guard((base + guards.len() * 4096) as *const u8, 4096, true) {
+            guards.push(g);
+            assert!(guards.len() <= SLOTS, "more guards than slots");
+        }
+        assert!(!guards.is_empty(), "the handler could not be installed");
+        assert!(guards.iter().all(|g| !g.truncated()));
+        let freed = guards.pop().unwrap();
+        let slot = freed.slot;
+        drop(freed);
+        let again = guard(base as *const u8, 4096, false).expect("a freed slot is reused");
+        assert_eq!(again.slot, slot);
+        assert!(find(base).is_some() && find(base - 1).is_none());
+        drop(again);
+        drop(guards);
+        assert!(find(base).is_none(), "dropped guards leave the table");
+    }
 }
