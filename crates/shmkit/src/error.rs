@@ -169,7 +169,8 @@ pub enum ErrorKind {
         pid: u32,
     },
     /// Another process truncated the object under our mapping: an access
-    /// met a page past its new end. shmkit survived the `SIGBUS` that would
+    /// met a page past its new end (or, more rarely, the file system could
+    /// not provide a page of it). shmkit survived the `SIGBUS` that would
     /// have killed the process, but the bytes are gone; every later access
     /// to this segment gives this error. Reopen the object.
     Truncated {
@@ -312,7 +313,7 @@ impl fmt::Display for Error {
             ErrorKind::Busy { pid } => write!(f, "process {pid} holds this end already"),
             ErrorKind::Truncated { size } => write!(
                 f,
-                "another process truncated it below the {size} bytes mapped here; its bytes are lost to this mapping (accesses now read zeros and writes go nowhere), so reopen it"
+                "another process truncated it below the {size} bytes mapped here (or its file system could not provide a page); its bytes are lost to this mapping (accesses now read zeros and writes go nowhere), so reopen it"
             ),
             ErrorKind::Untrusted { owner, mode } => {
                 let me = rustix::process::geteuid().as_raw();

@@ -21,7 +21,8 @@
 //!   then published (`ACTIVE`, release); [`Guard`]'s `Drop` unpublishes it
 //!   before the mapping is unmapped, so the handler never acts on an address
 //!   range that has been reused.
-//! - On a `SIGBUS` raised by a memory access (`si_code > 0`) whose address
+//! - On a `SIGBUS` raised by an access to a page with no backing
+//!   (`si_code == BUS_ADRERR`, what a truncation gives) whose address
 //!   (`si_addr`) lies in an active slot, the handler maps private,
 //!   anonymous, zero-filled memory over the faulting page and every page
 //!   after it to the end of the mapping
@@ -35,8 +36,9 @@
 //!   `Segment` checks the flag after each copy and from then on reports
 //!   `ErrorKind::Truncated`, so what was read from zero pages is never
 //!   handed out as data.
-//! - Any other `SIGBUS` (an address outside every guarded mapping, or one
-//!   sent with `kill`) goes where it would have gone without shmkit: to the
+//! - Any other `SIGBUS` (an address outside every guarded mapping, another
+//!   cause such as a hardware memory error or misalignment, or one sent with
+//!   `kill`) goes where it would have gone without shmkit: to the
 //!   previous handler if there was one (called directly, with the same
 //!   arguments), else the previous disposition is restored and the handler
 //!   returns, so the access faults again and the process dies of `SIGBUS` as
@@ -213,9 +215,11 @@ fn find(addr: usize) -> Option<&'static Slot> {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo_t with SA_SIGINFO.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    // si_code > 0: raised by the kernel for a memory access (BUS_ADRERR...),
-    // so si_addr is the faulting address. kill/sigqueue give si_code <= 0.
-    if code > 0
+    // BUS_ADRERR: the kernel found no page for the address (past the end of
+    // the object), and si_addr is the faulting address. Hardware errors
+    // (BUS_MCEERR_*), misalignment, and kill/sigqueue (si_code <= 0) are
+    // not ours.
+    if code == libc::BUS_ADRERR
         && let Some(slot) = find(addr)
     {
         let page = PAGE.load(Ordering::Relaxed);
