@@ -190,6 +190,43 @@ fn an_unsealed_memfd_truncated_under_us_gives_an_error() {
     assert_eq!(*err.kind(), ErrorKind::Truncated { size: 4 * page as u64 }, "{err}");
 }
 
+#[test]
+fn threads_reading_a_read_only_mapping_all_see_the_truncation() {
+    const THREADS: usize = 4;
+    let (target, _guard) = Backend::Posix.target();
+    let size = 64 * shmkit::limits::page_size();
+    let mut owner = Segment::options().size(size).lifetime(Lifetime::RemoveOnDrop).create(&target).unwrap();
+    owner.write_at(0, &pattern(size, 9)).unwrap();
+    let seg = Segment::options().read_only().open(&target).unwrap();
+    let start = Instant::now();
+    let results: Vec<(Error, u64)> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut buf = vec![0; size];
+                    let mut ok = 0u64;
+                    loop {
+                        match seg.read_at(0, &mut buf) {
+                            Err(e) => return (e, ok),
+                            Ok(()) => ok += 1,
+                        }
+                        assert!(start.elapsed() < WATCHDOG, "watchdog: no error after {ok} reads");
+                    }
+                })
+            })
+            .collect();
+        let status = run_child("hardening-truncate", &[path_of(&target).to_str().unwrap(), "0", "20"]);
+        assert_eq!(status.code(), Some(0));
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (err, ok) in &results {
+        assert_eq!(*err.kind(), ErrorKind::Truncated { size: size as u64 }, "{err}");
+        eprintln!("a reader thread: {ok} reads before the truncation was seen");
+    }
+    // The writer's own mapping of the same object learns it at its next access.
+    assert_eq!(*owner.write_at(0, b"x").unwrap_err().kind(), ErrorKind::Truncated { size: size as u64 });
+}
+
 /// Installs a `SIGBUS` handler of its own that leaves with exit code 77, as
 /// a program with its own handler would have before using shmkit.
 extern "C" fn own_handler(_: libc::c_int) {

@@ -23,12 +23,12 @@
 //!   range that has been reused.
 //! - On a `SIGBUS` raised by an access to a page with no backing
 //!   (`si_code == BUS_ADRERR`, what a truncation gives) whose address
-//!   (`si_addr`) lies in an active slot, the handler maps private,
-//!   anonymous, zero-filled memory over the faulting page and every page
-//!   after it to the end of the mapping
+//!   (`si_addr`) lies in an active slot, the handler sets the slot's
+//!   `truncated` flag, maps private, anonymous, zero-filled memory over the
+//!   faulting page and every page after it to the end of the mapping
 //!   (`mmap(MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS)`, with the mapping's
-//!   protection), sets the slot's `truncated` flag, and returns: the
-//!   faulting instruction runs again and now completes on a zero page.
+//!   protection), and returns: the faulting instruction runs again and now
+//!   completes on a zero page.
 //!   (A truncation removes the end of the object, so the later pages are
 //!   gone too; replacing them at once costs one fault and one new memory
 //!   area per mapping instead of one per page, which keeps a large segment
@@ -152,7 +152,7 @@ impl Guard {
     /// Whether the handler has replaced a page of this mapping because its
     /// backing object was truncated.
     pub(crate) fn truncated(&self) -> bool {
-        TABLE[self.slot].truncated.load(Ordering::Acquire)
+        TABLE[self.slot].truncated.load(Ordering::SeqCst)
     }
 
     /// The mapping moved or changed size (`mremap`).
@@ -227,6 +227,12 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         let end = slot.start.load(Ordering::Relaxed) + slot.len.load(Ordering::Relaxed);
         let prot =
             if slot.writable.load(Ordering::Relaxed) { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::READ };
+        // The flag goes up before the zero pages appear: another thread that
+        // reads them without faulting (they are mapped by then) must find
+        // the flag set when it checks after its copy. The system call orders
+        // the store before the new mapping becomes visible (it takes the
+        // mm lock and shoots down other CPUs' TLB entries).
+        slot.truncated.store(true, Ordering::SeqCst);
         // SAFETY: `base..end` lies inside a live mapping that shmkit owns
         // (the slot is active, and unregistered before any unmap; its start
         // and length are whole pages), and its old contents are gone (at or
@@ -237,9 +243,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             rustix::mm::mmap_anonymous(base as *mut _, end - base, prot, MapFlags::PRIVATE | MapFlags::FIXED)
         };
         if mapped.is_ok() {
-            slot.truncated.store(true, Ordering::Release);
             return;
         }
+        // Could not map (out of memory): the process dies below, as it
+        // would have without shmkit.
     }
     pass_on(sig, info, ctx);
 }
