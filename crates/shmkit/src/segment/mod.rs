@@ -246,8 +246,10 @@ impl SegmentOptions {
     ///
     /// # Errors
     ///
-    /// No such object, no permission, or the object is smaller than
-    /// [`size`](Self::size) ([`ErrorKind::TooSmall`]).
+    /// No such object, no permission, the object is smaller than
+    /// [`size`](Self::size) ([`ErrorKind::TooSmall`]), or another user owns
+    /// it or group or others may write it ([`ErrorKind::Untrusted`]; see
+    /// [`allow_untrusted`](Self::allow_untrusted)).
     pub fn open(&self, target: &Target) -> Result<Segment> {
         self.dispatch(target, Intent::Open)
     }

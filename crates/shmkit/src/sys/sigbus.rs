@@ -300,6 +300,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "installs a signal handler (sigaction)")]
     fn the_table_fills_up_and_frees_slots() {
         // Fake, never-touched addresses far from any real mapping: the table
         // only stores them. Slots taken by concurrent tests make it fill
