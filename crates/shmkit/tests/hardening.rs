@@ -603,7 +603,7 @@ fn objects_others_may_write_are_refused_unless_allowed() {
             let result = Segment::options().read_only().open(&target);
             if refused {
                 let err = result.unwrap_err();
-                let me = rustix_uid();
+                let me = euid();
                 assert_eq!(untrusted(&err), Some((me, mode)), "{backend:?} {mode:04o}: {err}");
                 let text = err.to_string();
                 assert!(text.contains(&format!("mode {mode:04o}")) && text.contains("allow_untrusted"), "{text}");
@@ -616,7 +616,7 @@ fn objects_others_may_write_are_refused_unless_allowed() {
     }
 }
 
-fn rustix_uid() -> u32 {
+fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
 }
