@@ -11,6 +11,10 @@ use shmkit::Target;
 ///   posix:NAME    POSIX object in /dev/shm (leading slash optional)
 ///   file:PATH     an ordinary file mapped shared
 ///
+/// `read`, `write`, `info`, `ls` and `rm` work on objects of any owner and
+/// mode that the kernel lets this user reach: unlike the library's default,
+/// they open objects owned by another user or writable by group or others.
+///
 /// Exit status: 0 success, 1 a failed operation, 2 bad usage.
 #[derive(Debug, Parser)]
 #[command(name = "shmkit", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]

@@ -633,3 +633,25 @@ fn sysv_modes_ignore_the_umask() {
         assert_eq!(row.perms, want, "ipcs agrees");
     }
 }
+
+/// The library refuses objects that others may write or that another user
+/// owns (`SegmentOptions::allow_untrusted`); `read` and `write` are an
+/// operator's tools and open them anyway (the kernel's permissions still
+/// apply).
+#[test]
+fn read_and_write_open_objects_that_others_may_write() {
+    let mut clean = Cleanup::new();
+    let dir = TempDir::new();
+    let targets = [
+        sysv_target(clean.sysv_key()),
+        format!("posix:/{}", clean.posix_name()),
+        format!("file:{}", clean.file(dir.path()).display()),
+    ];
+    for target in &targets {
+        shmkit(&["create", target, "--size", "64", "--mode", "0666"]).ok();
+        shmkit(&["write", target, "--text", "shared", "--nul"]).ok();
+        assert_eq!(shmkit(&["read", target, "--cstr"]).ok().out(), "shared\n", "{target}");
+        assert_eq!(json_mode(&shmkit(&["info", target, "--json"]).ok().json()), 0o666, "{target}");
+        shmkit(&["rm", target]).ok();
+    }
+}

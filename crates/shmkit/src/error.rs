@@ -168,6 +168,25 @@ pub enum ErrorKind {
         /// That process.
         pid: u32,
     },
+    /// Another process truncated the object under our mapping: an access
+    /// met a page past its new end (or, more rarely, the file system could
+    /// not provide a page of it). shmkit survived the `SIGBUS` that would
+    /// have killed the process, but the bytes are gone; every later access
+    /// to this segment gives this error. Reopen the object.
+    Truncated {
+        /// The bytes this segment mapped.
+        size: u64,
+    },
+    /// The existing object is owned by another user, or group or others may
+    /// write it, so someone else could change or truncate it under us.
+    /// Opening it anyway needs
+    /// [`SegmentOptions::allow_untrusted`](crate::SegmentOptions::allow_untrusted).
+    Untrusted {
+        /// The object's owner uid.
+        owner: u32,
+        /// The object's permission bits.
+        mode: u32,
+    },
     /// An argument is not valid; the text says which and why.
     InvalidArgument(String),
     /// Any other operating-system error, by errno.
@@ -292,6 +311,28 @@ impl fmt::Display for Error {
                 write!(f, "a message of {len} bytes is larger than the {max} bytes the channel carries")
             }
             ErrorKind::Busy { pid } => write!(f, "process {pid} holds this end already"),
+            ErrorKind::Truncated { size } => write!(
+                f,
+                "another process truncated it below the {size} bytes mapped here (or its file system could not provide a page); its bytes are lost to this mapping (accesses now read zeros and writes go nowhere), so reopen it"
+            ),
+            ErrorKind::Untrusted { owner, mode } => {
+                let me = rustix::process::geteuid().as_raw();
+                let mut why = Vec::new();
+                if *owner != me {
+                    why.push(format!("it is owned by uid {owner}, not by this process's uid {me}"));
+                }
+                if mode & 0o022 != 0 {
+                    why.push(format!("its mode {mode:04o} lets group or others write it"));
+                }
+                if why.is_empty() {
+                    why.push(format!("owner uid {owner}, mode {mode:04o}"));
+                }
+                write!(
+                    f,
+                    "refused: {}, so another user could change or truncate it under us; if that is intended, allow it with SegmentOptions::allow_untrusted(true)",
+                    why.join(" and ")
+                )
+            }
             ErrorKind::InvalidArgument(why) => write!(f, "{why}"),
             ErrorKind::Os(_) => match &self.source {
                 Some(e) => write!(f, "{e}"),
@@ -312,7 +353,10 @@ impl From<Error> for io::Error {
         let kind = match err.kind {
             ErrorKind::NotFound => io::ErrorKind::NotFound,
             ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
-            ErrorKind::PermissionDenied { .. } | ErrorKind::ReadOnly => io::ErrorKind::PermissionDenied,
+            ErrorKind::PermissionDenied { .. } | ErrorKind::ReadOnly | ErrorKind::Untrusted { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            ErrorKind::Truncated { .. } => io::ErrorKind::UnexpectedEof,
             ErrorKind::InvalidArgument(_) | ErrorKind::OutOfBounds { .. } | ErrorKind::SizeMismatch { .. } => {
                 io::ErrorKind::InvalidInput
             }

@@ -12,6 +12,6 @@ pub(super) fn create(options: &SegmentOptions) -> Result<Segment> {
     let len = options.required_size(Op::Create, &label)?;
     limits::check_map_count(Op::Create, &label)?;
     let ptr = sys::mman::map_anonymous(super::page_round(len)).map_err(|e| Error::os(Op::Create, &label, e))?;
-    let mapped = Mapped { ptr, len, writable: true, created: true, backing: Backing::Anonymous };
+    let mapped = Mapped { ptr, len, writable: true, created: true, backing: Backing::Anonymous, guard: false };
     Ok(Segment::new(mapped, label))
 }

@@ -97,7 +97,7 @@ pub(super) fn open(
         }
         init(&fd, size, mode, Op::Create, &label, path, space_dir)?;
     }
-    let mut mapped = map(fd, options, kind, Some(path), created, &label)?;
+    let mut mapped = map(fd, options, kind, Some(path), created, &label, true)?;
     guard.0 = None;
     if let Backing::Fd { path: p, .. } = &mut mapped.backing {
         *p = Some(path.to_path_buf());
@@ -105,7 +105,10 @@ pub(super) fn open(
     Segment::new(mapped, label).with_lifetime(options)
 }
 
-/// Checks a descriptor's type and size against the options, then maps it.
+/// Checks a descriptor's type and size (and, for a named object we did not
+/// create, its owner and mode) against the options, then maps it. `guard`:
+/// the object can shrink under us, so register the mapping with the
+/// `SIGBUS` handler.
 pub(super) fn map(
     fd: OwnedFd,
     options: &SegmentOptions,
@@ -113,6 +116,7 @@ pub(super) fn map(
     path: Option<&Path>,
     created: bool,
     label: &str,
+    guard: bool,
 ) -> Result<Mapped> {
     let op = if created { Op::Create } else { Op::Open };
     let err = |e| match path {
@@ -131,6 +135,11 @@ pub(super) fn map(
     }
     if !st.is_regular {
         return Err(Error::new(op, label, ErrorKind::WrongType("not a regular file or shared-memory object".into())));
+    }
+    if !created && path.is_some() {
+        // fstat of the descriptor we map, not of the name: what we check is
+        // what we get.
+        options.check_trust(op, label, st.uid, st.mode)?;
     }
     let len = match options.size {
         Some(0) => return Err(Error::invalid(op, label, "the size must be at least 1 byte")),
@@ -155,7 +164,7 @@ pub(super) fn map(
         Some(p) => error(Op::Map, label, p, e),
         None => Error::os(Op::Map, label, e),
     })?;
-    Ok(Mapped { ptr, len, writable: options.writable, created, backing: Backing::Fd { fd, kind, path: None } })
+    Ok(Mapped { ptr, len, writable: options.writable, created, backing: Backing::Fd { fd, kind, path: None }, guard })
 }
 
 /// Grows an fd-backed segment; see [`Segment::grow`].
@@ -167,6 +176,7 @@ pub(super) fn grow(seg: &mut Segment, new_len: usize) -> Result<()> {
     if !seg.writable {
         return Err(Error::new(Op::Resize, label, ErrorKind::ReadOnly));
     }
+    seg.check_truncated(Op::Resize)?;
     if seg.is_pinned() {
         return Err(Error::invalid(
             Op::Resize,
@@ -197,6 +207,9 @@ pub(super) fn grow(seg: &mut Segment, new_len: usize) -> Result<()> {
         seg.ptr = unsafe { sys::mman::remap(seg.ptr, seg.map_len, new_map_len) }
             .map_err(|e| error(Op::Resize, &label, path_for_errors, e))?;
         seg.map_len = new_map_len;
+        if let Some(guard) = &seg.sigbus {
+            guard.moved(seg.ptr.as_ptr(), new_map_len);
+        }
     }
     seg.len = new_len;
     Ok(())

@@ -31,7 +31,8 @@ pub(super) fn create(options: &SegmentOptions, name: &str) -> Result<Segment> {
     }
     let mut opts = options.clone();
     opts.size = Some(size);
-    let mapped = fd::map(fd, &opts, Kind::Memfd, None, true, &label)?;
+    // Sealed against shrinking, it needs no SIGBUS guard.
+    let mapped = fd::map(fd, &opts, Kind::Memfd, None, true, &label, !options.seal)?;
     // No name to remove: the memfd goes with its last descriptor or mapping.
     Ok(Segment::new(mapped, label))
 }
@@ -47,6 +48,7 @@ pub(super) fn from_fd(fd: OwnedFd, options: &SegmentOptions) -> Result<Segment> 
     if seals & SEAL_SHRINK == 0 && !options.allow_unsealed {
         return Err(Error::new(Op::Open, label, ErrorKind::NotSealed { seals }));
     }
-    let mapped = fd::map(fd, options, kind, None, false, &label)?;
+    let unsealed = seals & SEAL_SHRINK == 0;
+    let mapped = fd::map(fd, options, kind, None, false, &label, unsealed)?;
     Ok(Segment::new(mapped, label))
 }

@@ -20,6 +20,19 @@
 //! one reserves its space (`fallocate`) so that a full `/dev/shm` is an error
 //! at creation rather than a `SIGBUS` later.
 //!
+//! A peer may still shrink a POSIX object or a file that we have mapped.
+//! shmkit then survives the access that would have killed us with `SIGBUS`:
+//! a process-wide handler puts a zero page where the lost one was, and the
+//! segment reports [`ErrorKind::Truncated`] from that access on (see
+//! `ARCHITECTURE.md`, and the limits there: at most 1024 mappings are
+//! guarded at once). Sealed memfds, System V and anonymous segments cannot
+//! shrink.
+//!
+//! Opening an existing named object that another user owns, or that group
+//! or others may write, is refused ([`ErrorKind::Untrusted`]): whoever can
+//! write it can corrupt or truncate it under us. Allow it with
+//! [`SegmentOptions::allow_untrusted`] when that is intended.
+//!
 //! # Examples
 //!
 //! ```
@@ -110,11 +123,20 @@ pub struct SegmentOptions {
     lifetime: Option<Lifetime>,
     seal: bool,
     allow_unsealed: bool,
+    allow_untrusted: bool,
 }
 
 impl Default for SegmentOptions {
     fn default() -> Self {
-        SegmentOptions { size: None, mode: 0o600, writable: true, lifetime: None, seal: true, allow_unsealed: false }
+        SegmentOptions {
+            size: None,
+            mode: 0o600,
+            writable: true,
+            lifetime: None,
+            seal: true,
+            allow_unsealed: false,
+            allow_untrusted: false,
+        }
     }
 }
 
@@ -168,6 +190,46 @@ impl SegmentOptions {
         self
     }
 
+    /// Whether [`open`](Self::open) and [`open_or_create`](Self::open_or_create)
+    /// accept an existing object that another user owns, or whose mode lets
+    /// group or others write it (default `false`: such an object is refused
+    /// with [`ErrorKind::Untrusted`], because whoever may write it can change
+    /// or truncate it under us). Set it to work with objects made by other
+    /// programs (C programs often create them `0666`) or shared on purpose
+    /// between users. Objects this call creates, and descriptors given to
+    /// [`Segment::from_fd`], are not checked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmkit::{ErrorKind, Segment, Target};
+    ///
+    /// let target = Target::posix(&format!("shmkit-doc-untrusted-{}", std::process::id()))?;
+    /// // Another program made it writable by everyone.
+    /// let _theirs = Segment::options().size(64).mode(0o666).create(&target)?;
+    ///
+    /// let err = Segment::open(&target).unwrap_err();
+    /// assert!(matches!(err.kind(), ErrorKind::Untrusted { mode: 0o666, .. }));
+    ///
+    /// let seg = Segment::options().allow_untrusted(true).open(&target)?;
+    /// assert_eq!(seg.len(), 64);
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn allow_untrusted(&mut self, allow: bool) -> &mut Self {
+        self.allow_untrusted = allow;
+        self
+    }
+
+    /// Refuses an existing object owned by another user, or writable by
+    /// group or others, unless [`allow_untrusted`](Self::allow_untrusted).
+    pub(crate) fn check_trust(&self, op: Op, object: &str, owner: u32, mode: u32) -> Result<()> {
+        let me = rustix::process::geteuid().as_raw();
+        if self.allow_untrusted || (owner == me && mode & 0o022 == 0) {
+            return Ok(());
+        }
+        Err(Error::new(op, object, ErrorKind::Untrusted { owner, mode: mode & 0o7777 }))
+    }
+
     /// Creates a new object; fails with [`ErrorKind::AlreadyExists`] if the
     /// name or key is taken (`O_EXCL`, `IPC_EXCL`).
     ///
@@ -184,8 +246,10 @@ impl SegmentOptions {
     ///
     /// # Errors
     ///
-    /// No such object, no permission, or the object is smaller than
-    /// [`size`](Self::size) ([`ErrorKind::TooSmall`]).
+    /// No such object, no permission, the object is smaller than
+    /// [`size`](Self::size) ([`ErrorKind::TooSmall`]), or another user owns
+    /// it or group or others may write it ([`ErrorKind::Untrusted`]; see
+    /// [`allow_untrusted`](Self::allow_untrusted)).
     pub fn open(&self, target: &Target) -> Result<Segment> {
         self.dispatch(target, Intent::Open)
     }
@@ -274,6 +338,9 @@ pub struct Segment {
     /// Robust mutexes in this mapping that this process holds (glibc's
     /// per-thread list points into the mapping while they are held).
     pinned: std::sync::atomic::AtomicUsize,
+    /// The mapping's entry in the `SIGBUS` handler's table (POSIX, file and
+    /// unsealed memfd segments, while the table has room).
+    sigbus: Option<sys::sigbus::Guard>,
 }
 
 // SAFETY: the mapping belongs to the process, not to a thread, and is
@@ -477,31 +544,57 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::OutOfBounds`] if the range does not fit in [`len`](Self::len).
+    /// [`ErrorKind::OutOfBounds`] if the range does not fit in [`len`](Self::len);
+    /// [`ErrorKind::Truncated`] if another process truncated the object
+    /// under this mapping (then, or during an earlier access).
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(Op::Read, offset, buf.len())?;
+        self.check_truncated(Op::Read)?;
         // SAFETY: the range is inside the mapping (checked above) and `buf`
         // is private memory that cannot overlap it. A byte copy creates no
         // reference to the shared bytes, so a concurrent writer in another
-        // process can only give us a mix of old and new bytes.
+        // process can only give us a mix of old and new bytes. If a peer
+        // truncates the object meanwhile, the SIGBUS handler puts zero pages
+        // in place and the copy completes; the check below reports it.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        self.check_truncated(Op::Read)
     }
 
     /// Copies `data` into the segment at `offset`.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ReadOnly`] on a read-only mapping, or
-    /// [`ErrorKind::OutOfBounds`].
+    /// [`ErrorKind::ReadOnly`] on a read-only mapping,
+    /// [`ErrorKind::OutOfBounds`], or [`ErrorKind::Truncated`] (the bytes
+    /// did not reach the object).
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         if !self.writable {
             return Err(Error::new(Op::Write, self.label.clone(), ErrorKind::ReadOnly));
         }
         self.check_range(Op::Write, offset, data.len())?;
+        self.check_truncated(Op::Write)?;
         // SAFETY: the range is inside a writable mapping (checked above) and
-        // `data` is private memory that cannot overlap it.
+        // `data` is private memory that cannot overlap it. A truncation under
+        // us is survived as in `read_at`.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        self.check_truncated(Op::Write)
+    }
+
+    /// Whether another process truncated the backing object under this
+    /// mapping: an access met a page past its new end (and got zeros from
+    /// the `SIGBUS` handler instead of dying). Once true, it stays true.
+    /// Always `false` for unguarded mappings (System V, anonymous, sealed
+    /// memfd, or when the handler's table was full).
+    pub(crate) fn truncated(&self) -> bool {
+        self.sigbus.as_ref().is_some_and(sys::sigbus::Guard::truncated)
+    }
+
+    /// [`ErrorKind::Truncated`] if [`truncated`](Self::truncated): what
+    /// channels call after reading shared memory through raw pointers.
+    pub(crate) fn check_truncated(&self, op: Op) -> Result<()> {
+        if self.truncated() {
+            return Err(Error::new(op, self.label.clone(), ErrorKind::Truncated { size: self.len as u64 }));
+        }
         Ok(())
     }
 
@@ -511,7 +604,7 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::OutOfBounds`].
+    /// [`ErrorKind::OutOfBounds`] or [`ErrorKind::Truncated`].
     ///
     /// # Examples
     ///
@@ -531,7 +624,8 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ReadOnly`] or [`ErrorKind::OutOfBounds`].
+    /// [`ErrorKind::ReadOnly`], [`ErrorKind::OutOfBounds`] or
+    /// [`ErrorKind::Truncated`].
     pub fn write<T: Pod>(&mut self, offset: usize, value: &T) -> Result<()> {
         self.write_at(offset, bytemuck::bytes_of(value))
     }
@@ -541,9 +635,11 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// The OS reports an I/O error.
+    /// The OS reports an I/O error, or the object was truncated under us
+    /// ([`ErrorKind::Truncated`]).
     #[doc(alias = "msync")]
     pub fn flush(&self) -> Result<()> {
+        self.check_truncated(Op::Flush)?;
         sys::mman::sync(self.ptr, self.map_len, true).map_err(|e| Error::os(Op::Flush, self.label.clone(), e))
     }
 
@@ -551,8 +647,9 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// The OS reports an error.
+    /// The OS reports an error, or the object was truncated under us.
     pub fn flush_async(&self) -> Result<()> {
+        self.check_truncated(Op::Flush)?;
         sys::mman::sync(self.ptr, self.map_len, false).map_err(|e| Error::os(Op::Flush, self.label.clone(), e))
     }
 
@@ -564,7 +661,8 @@ impl Segment {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidArgument`] for other backends, a sealed memfd or
-    /// a smaller size; [`ErrorKind::LimitExceeded`] if the space is missing.
+    /// a smaller size; [`ErrorKind::LimitExceeded`] if the space is missing;
+    /// [`ErrorKind::Truncated`] if a peer truncated the object under us.
     pub fn grow(&mut self, new_len: usize) -> Result<()> {
         fd::grow(self, new_len)
     }
@@ -622,10 +720,12 @@ impl Segment {
     }
 
     fn new(parts: Mapped, label: String) -> Segment {
+        let map_len = page_round(parts.len);
+        let sigbus = if parts.guard { sys::sigbus::guard(parts.ptr.as_ptr(), map_len, parts.writable) } else { None };
         Segment {
             ptr: parts.ptr,
             len: parts.len,
-            map_len: page_round(parts.len),
+            map_len,
             writable: parts.writable,
             created: parts.created,
             remove_on_drop: false,
@@ -633,6 +733,7 @@ impl Segment {
             backing: parts.backing,
             label,
             pinned: std::sync::atomic::AtomicUsize::new(0),
+            sigbus,
         }
     }
 
@@ -677,11 +778,16 @@ impl Drop for Segment {
             // guard. glibc's robust list points into the mapping, and glibc
             // writes through it on later lock calls and at thread exit, so
             // unmapping would let it write into whatever is mapped here next.
-            // Leak the mapping instead.
+            // Leak the mapping instead (and its place in the SIGBUS table,
+            // since it stays mapped).
+            std::mem::forget(self.sigbus.take());
         } else if let Backing::Sysv { .. } = self.backing {
             // SAFETY: `ptr` came from shmat and is detached only here.
             let _ = unsafe { sys::sysv::detach(self.ptr) };
         } else {
+            // Leave the SIGBUS handler's table before the range is unmapped
+            // (and perhaps reused by another mapping).
+            drop(self.sigbus.take());
             // SAFETY: `ptr..ptr+map_len` came from mmap/mremap and is
             // unmapped only here; `self` is going away, so nothing uses it.
             let _ = unsafe { sys::mman::unmap(self.ptr, self.map_len) };
@@ -699,6 +805,8 @@ pub(crate) struct Mapped {
     writable: bool,
     created: bool,
     backing: Backing,
+    /// Register with the SIGBUS handler: the object can shrink under us.
+    guard: bool,
 }
 
 /// What the kernel reports about a segment.

@@ -143,6 +143,9 @@ pub(super) fn open(options: &SegmentOptions, target: &Target, intent: Intent) ->
     };
     let op = if created { Op::Create } else { Op::Open };
     let st = sys::sysv::stat(id).map_err(|e| cleanup(error(op, &label, target, e)))?;
+    if !created {
+        options.check_trust(op, &label, st.uid, st.mode & 0o777)?;
+    }
     let len = match options.size {
         Some(want) if (want as u64) > st.size => {
             return Err(cleanup(Error::new(
@@ -159,6 +162,13 @@ pub(super) fn open(options: &SegmentOptions, target: &Target, intent: Intent) ->
     };
     limits::check_map_count(Op::Map, &label).map_err(cleanup)?;
     let ptr = sys::sysv::attach(id, options.writable).map_err(|e| cleanup(error(Op::Map, &label, target, e)))?;
-    let mapped = Mapped { ptr, len, writable: options.writable, created, backing: Backing::Sysv { id, key: st.key } };
+    let mapped = Mapped {
+        ptr,
+        len,
+        writable: options.writable,
+        created,
+        backing: Backing::Sysv { id, key: st.key },
+        guard: false,
+    };
     Segment::new(mapped, label).with_lifetime(options)
 }

@@ -21,4 +21,5 @@ pub(crate) mod proc;
 pub(crate) mod psem;
 pub(crate) mod pthread;
 pub(crate) mod sem;
+pub(crate) mod sigbus;
 pub(crate) mod sysv;
