@@ -33,7 +33,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use shmkit::channel::pubsub::{Policy, PubSubOptions, Publisher, Subscriber};
-use shmkit::channel::reqrep::{Client, Server, ServiceOptions};
+use shmkit::channel::reqrep::{self, Client, Server, ServiceOptions};
 use shmkit::channel::ring::{self, Receiver, RingOptions, Sender};
 use shmkit::sync::{Event, Semaphore};
 use shmkit::{Error, ErrorKind, Segment, Target};
@@ -152,19 +152,26 @@ fn kind_name(e: &Error) -> String {
 struct Kid {
     child: Option<Child>,
     role: String,
+    /// What it wrote on standard output and was not used yet.
+    out: Vec<u8>,
 }
+
+/// What a child writes when it is under way, and before the count it
+/// reports at its end.
+const READY: &[u8] = b"<ready>";
+const COUNT: &str = "<count:";
 
 impl Kid {
     fn spawn(role: &str, args: &[&str]) -> Kid {
         let child = util::child(role, args).spawn().unwrap_or_else(|e| panic!("spawn {role}: {e}"));
-        Kid { child: Some(child), role: role.to_string() }
+        Kid { child: Some(child), role: role.to_string(), out: Vec::new() }
     }
 
     /// As [`spawn`](Self::spawn), with standard output piped to the test.
     fn spawn_piped(role: &str, args: &[&str]) -> Kid {
         let child =
             util::child(role, args).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {role}: {e}"));
-        Kid { child: Some(child), role: role.to_string() }
+        Kid { child: Some(child), role: role.to_string(), out: Vec::new() }
     }
 
     fn pid(&self) -> u32 {
@@ -176,25 +183,39 @@ impl Kid {
         self.child.as_mut().unwrap().try_wait().unwrap()
     }
 
-    /// Waits (under the watchdog) until it wrote one byte on its standard
-    /// output: its signal that it is under way.
+    /// Waits (under the watchdog) until it wrote [`READY`] on its standard
+    /// output (where the test harness it runs in writes too): its signal
+    /// that it is under way.
     fn wait_ready(&mut self) {
+        let start = Instant::now();
+        let (pid, role) = (self.pid(), self.role.clone());
         let out = self.child.as_mut().unwrap().stdout.as_mut().expect("stdout piped");
-        let mut poll = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd, owned by this frame, for the duration
-        // of the call.
-        let n = unsafe { libc::poll(&mut poll, 1, WATCHDOG.as_millis() as i32) };
-        assert!(n == 1, "watchdog: child {} ({}) never said it was ready", self.pid(), self.role);
-        let mut byte = [0u8; 1];
-        assert_eq!(out.read(&mut byte).unwrap(), 1, "child {} ({}) ended before it was ready", self.pid(), self.role);
+        loop {
+            if let Some(at) = self.out.windows(READY.len()).position(|w| w == READY) {
+                self.out.drain(..at + READY.len());
+                return;
+            }
+            let left = WATCHDOG.saturating_sub(start.elapsed());
+            let mut poll = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, owned by this frame, for the
+            // duration of the call.
+            let n = unsafe { libc::poll(&mut poll, 1, left.as_millis() as i32) };
+            assert!(n == 1, "watchdog: child {pid} ({role}) never said it was ready");
+            let mut chunk = [0u8; 256];
+            let got = out.read(&mut chunk).unwrap();
+            assert!(got > 0, "child {pid} ({role}) ended before it was ready");
+            self.out.extend_from_slice(&chunk[..got]);
+        }
     }
 
-    /// Reads everything it writes on its standard output until it exits.
-    fn read_stdout(&mut self) -> String {
+    /// Reads its standard output until it exits; returns what it wrote
+    /// between [`COUNT`] and the next `>`.
+    fn read_count(&mut self) -> String {
         let mut out = self.child.as_mut().unwrap().stdout.take().expect("stdout piped");
-        let mut text = String::new();
-        out.read_to_string(&mut text).unwrap();
-        text
+        out.read_to_end(&mut self.out).unwrap();
+        let text = String::from_utf8_lossy(&self.out).into_owned();
+        let Some(at) = text.find(COUNT) else { return format!("nothing (output {text:?})") };
+        text[at + COUNT.len()..].split('>').next().unwrap_or_default().to_string()
     }
 
     /// Waits for it under the watchdog.
@@ -268,10 +289,16 @@ fn ring_target(name: &str) -> Target {
     Target::posix(&ring::object_name(name)).unwrap()
 }
 
-/// Writes the one byte that [`Kid::wait_ready`] waits for.
+/// Writes what [`Kid::wait_ready`] waits for.
 fn say_ready() {
     let mut out = std::io::stdout();
-    let _ = out.write_all(b"r").and_then(|()| out.flush());
+    let _ = out.write_all(READY).and_then(|()| out.flush());
+}
+
+/// Writes what [`Kid::read_count`] reads.
+fn say_count(count: u64) {
+    let mut out = std::io::stdout();
+    let _ = write!(out, "{COUNT}{count}>").and_then(|()| out.flush());
 }
 
 /// Child roles of this module; `None` if `role` is not one of them.
@@ -743,7 +770,7 @@ fn subscriber(name: &str, stall: u64) -> i32 {
         eprintln!("kill-subscriber: missed {}", sub.missed());
         return 193;
     }
-    print!("{count}");
+    say_count(count);
     0
 }
 
@@ -801,7 +828,7 @@ fn subscriber_loop(kills: u64) {
     }
     let total = publisher.published();
     drop(publisher);
-    let got = steady.read_stdout();
+    let got = steady.read_count();
     let status = steady.reap();
     assert_eq!(status.code(), Some(0), "the steady subscriber failed: {status}");
     assert_eq!(got, total.to_string(), "the steady subscriber got {got} samples of {total}");
@@ -833,8 +860,9 @@ fn create_options() -> PubSubOptions {
 
 /// Child role: creates and removes a `kind` object called `name`, again
 /// and again until killed (`ring`: a ring; `pubsub`: a service; `sync`: a
-/// POSIX segment with an event at 0 and a semaphore at 64). Says it is
-/// ready after the first round. 200: a creation failed.
+/// POSIX segment with an event at 0 and a semaphore at 64), keeping it a
+/// moment every other round. Says it is ready after the first round. 200:
+/// a creation failed.
 fn create_loop(kind: &str, name: &str) -> i32 {
     let mut ring_opts = RingOptions::new();
     ring_opts.capacity(CREATE_RING_CAPACITY);
@@ -842,14 +870,21 @@ fn create_loop(kind: &str, name: &str) -> i32 {
     for round in 0u64.. {
         let made = match kind {
             "ring" => Sender::open_or_create(name, &ring_opts)
-                .map(drop)
+                .map(|tx| {
+                    hold(round);
+                    drop(tx);
+                })
                 // Nobody consumed: the producer leaves the ring for a
                 // consumer; remove it for the next round.
                 .and_then(|()| shmkit::segment::remove(&ring_target(name))),
-            "pubsub" => Publisher::open_or_create(name, &create_options()).map(drop),
+            "pubsub" => Publisher::open_or_create(name, &create_options()).map(|publisher| {
+                hold(round);
+                drop(publisher);
+            }),
             "sync" => Segment::create(&sync_target, 4096).and_then(|seg| {
                 Event::create(&seg, 0)?;
                 Semaphore::create(&seg, 64, SEMAPHORE_VALUE)?;
+                hold(round);
                 Ok(())
             }),
             other => panic!("unknown kind {other}"),
@@ -863,6 +898,14 @@ fn create_loop(kind: &str, name: &str) -> i32 {
         }
     }
     unreachable!()
+}
+
+/// Keeps a finished object a little while every other round, so that some
+/// kills find it whole (removal follows creation at once otherwise).
+fn hold(round: u64) {
+    if round % 2 == 1 {
+        thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// What an opener found after a creator was killed.
@@ -949,9 +992,11 @@ fn creator_loop(kind: &str, kills: u64) {
             let outcome = match result {
                 Ok(what) => what.to_string(),
                 Err(e) => {
+                    // Not there, not ready, too small for a header, or
+                    // empty (killed before its size was set).
                     let clean = matches!(
                         e.kind(),
-                        ErrorKind::NotFound | ErrorKind::NotInitialized | ErrorKind::Corrupt(_)
+                        ErrorKind::NotFound | ErrorKind::NotInitialized | ErrorKind::Corrupt(_) | ErrorKind::WrongType(_)
                     );
                     assert!(clean, "creator-{kind} kill {}: opening gave an unexpected error: {e}", done + i as u64);
                     format!("error {}", kind_name(&e))
@@ -992,9 +1037,11 @@ fn kill_loop_creator_sync() {
 // Request/response: servers and clients killed
 // ---------------------------------------------------------------------------
 
+const REQREP_CLIENTS: usize = 4;
+
 fn reqrep_options() -> ServiceOptions {
     let mut o = ServiceOptions::new();
-    o.max_clients(4).capacity(16 << 10);
+    o.max_clients(REQREP_CLIENTS).capacity(16 << 10);
     o
 }
 
@@ -1161,7 +1208,7 @@ fn reqrep_client(name: &str, id: u64) -> i32 {
         match client.request(&request, &mut reply) {
             Ok(_) => {}
             Err(e) if *e.kind() == ErrorKind::Disconnected => {
-                print!("{seq}");
+                say_count(seq);
                 return 0;
             }
             Err(e) => {
@@ -1227,17 +1274,18 @@ fn reqrep_client_loop(kills: u64) {
         let killer = kill_after(kid.pid(), rng.delay(Duration::from_millis(20)));
         serve_until(&mut server, &mut served, &format!("{context}: the kill"), |_, _| killer.is_finished());
         killer.join().unwrap();
+        let victim = kid.pid();
         kid.reap_killed(&context);
         // The server goes on serving the steady client, and reaps the dead
-        // one (it must: 4 entries, and more victims to come).
+        // one: its entry in the client table is freed.
         let steady_before = served[&0];
         serve_until(&mut server, &mut served, &format!("{context}: serving on"), |server, s| {
-            s[&0] >= steady_before + 20 && server.clients() == 1
+            s[&0] >= steady_before + 20 && server.clients() == 1 && !entry_owners(&name).contains(&victim)
         });
         assert!(steady.exited().is_none(), "{context}: the steady client ended");
     }
     drop(server);
-    let got = steady.read_stdout();
+    let got = steady.read_count();
     let status = steady.reap();
     assert_eq!(status.code(), Some(0), "the steady client failed: {status}");
     assert_eq!(got, served[&0].to_string(), "the steady client got {got} replies, the server sent {}", served[&0]);
@@ -1248,6 +1296,13 @@ fn reqrep_client_loop(kills: u64) {
         served[&0],
         start.elapsed()
     );
+}
+
+/// The `owner` words of the client table of service `name` (see the
+/// layout in `reqrep`'s module docs: entries of 64 bytes from 256).
+fn entry_owners(name: &str) -> Vec<u32> {
+    let seg = Segment::options().read_only().open(&Target::posix(&reqrep::object_name(name)).unwrap()).unwrap();
+    (0..REQREP_CLIENTS).map(|i| seg.read::<u32>(256 + 64 * i).unwrap()).collect()
 }
 
 #[test]
