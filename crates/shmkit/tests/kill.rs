@@ -996,7 +996,10 @@ fn creator_loop(kind: &str, kills: u64) {
                     // empty (killed before its size was set).
                     let clean = matches!(
                         e.kind(),
-                        ErrorKind::NotFound | ErrorKind::NotInitialized | ErrorKind::Corrupt(_) | ErrorKind::WrongType(_)
+                        ErrorKind::NotFound
+                            | ErrorKind::NotInitialized
+                            | ErrorKind::Corrupt(_)
+                            | ErrorKind::WrongType(_)
                     );
                     assert!(clean, "creator-{kind} kill {}: opening gave an unexpected error: {e}", done + i as u64);
                     format!("error {}", kind_name(&e))
