@@ -1104,19 +1104,41 @@ fn connect_retry(name: &str) -> Result<Client, Error> {
 }
 
 /// Sends requests and checks the replies until an error, which it
-/// returns with the number of replies it got and when the error came.
-fn request_until_error(client: &mut Client, id: u64, served: &AtomicU64) -> (Error, Instant) {
+/// returns with when it came and the number of replies before it.
+fn request_until_error(client: &mut Client, id: u64, served: &AtomicU64) -> (Error, Instant, u64) {
     let (mut request, mut reply, mut expected) = (Vec::new(), Vec::new(), Vec::new());
     for seq in 0.. {
         make_request(id, seq, &mut request);
         if let Err(e) = client.request_timeout(&request, &mut reply, WATCHDOG) {
-            return (e, Instant::now());
+            return (e, Instant::now(), seq);
         }
         transform(&request, &mut expected);
         assert!(reply == expected, "client {id}: a wrong reply to request {seq}");
         served.fetch_add(1, Ordering::Relaxed);
     }
     unreachable!()
+}
+
+/// A client thread of the server-kill loop: connects, requests until an
+/// error, and returns it with when it came. A client that connected while
+/// the new server took over may be disconnected at once, before any reply
+/// (documented): it connects again. Any other error before the kill fails.
+fn client_until_killed(
+    name: &str,
+    id: u64,
+    served: &AtomicU64,
+    killed: &AtomicBool,
+    context: &str,
+) -> (Error, Instant) {
+    loop {
+        let mut client = connect_retry(name).unwrap_or_else(|e| panic!("{context}: connect: {e}"));
+        let (err, when, replies) = request_until_error(&mut client, id, served);
+        if killed.load(Ordering::Acquire) {
+            return (err, when);
+        }
+        let early = replies == 0 && *err.kind() == ErrorKind::Disconnected;
+        assert!(early, "{context}: client {id}: {err} after {replies} replies, while the server lived");
+    }
 }
 
 fn reqrep_server_loop(kills: u64) {
@@ -1131,14 +1153,12 @@ fn reqrep_server_loop(kills: u64) {
         let kid = Kid::spawn("kill-reqrep-server", &[&name]);
         let delay = rng.delay(Duration::from_millis(20));
         let before: Vec<u64> = served.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+        let killed = AtomicBool::new(false);
         let ends: Vec<(Error, Instant)> = thread::scope(|s| {
             let handles: Vec<_> = (0..clients)
                 .map(|id| {
-                    let (name, served, context) = (&name, &served[id], &context);
-                    s.spawn(move || {
-                        let mut client = connect_retry(name).unwrap_or_else(|e| panic!("{context}: connect: {e}"));
-                        request_until_error(&mut client, id as u64, served)
-                    })
+                    let (name, served, context, killed) = (&name, &served[id], &context, &killed);
+                    s.spawn(move || client_until_killed(name, id as u64, served, killed, context))
                 })
                 .collect();
             // Kill once both clients were served at least once.
@@ -1147,11 +1167,18 @@ fn reqrep_server_loop(kills: u64) {
                 assert!(waiting.elapsed() < WATCHDOG, "watchdog: {context}: the clients were never served");
                 thread::sleep(Duration::from_micros(200));
             }
-            let killer = kill_after(kid.pid(), delay);
+            // The flag is set before the signal: an error after it may be
+            // the kill's; one before it cannot.
+            let (pid, killed) = (kid.pid(), &killed);
+            let killer = s.spawn(move || {
+                thread::sleep(delay);
+                killed.store(true, Ordering::Release);
+                kill_after(pid, Duration::ZERO).join().unwrap()
+            });
             let ends: Vec<(Error, Instant)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-            let killed = killer.join().unwrap();
+            let at = killer.join().unwrap();
             for (_, when) in &ends {
-                slowest = slowest.max(when.saturating_duration_since(killed));
+                slowest = slowest.max(when.saturating_duration_since(at));
             }
             ends
         });
