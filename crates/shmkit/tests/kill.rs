@@ -242,17 +242,19 @@ impl Drop for Kid {
     }
 }
 
-/// Kills `pid` with SIGKILL after `delay`, from a thread; returns when. The
-/// child must not be reaped before the thread is joined (so its pid cannot
-/// be reused meanwhile).
+/// Kills `pid` with SIGKILL after `delay`, from a thread; returns the
+/// instant just before the signal (a peer that reports the death before it
+/// was wrong). The child must not be reaped before the thread is joined
+/// (so its pid cannot be reused meanwhile).
 fn kill_after(pid: u32, delay: Duration) -> JoinHandle<Instant> {
     thread::spawn(move || {
         thread::sleep(delay);
+        let at = Instant::now();
         // SAFETY: a plain signal to our own child, which stays unreaped (a
         // zombie at worst) until this thread is joined.
         let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         assert_eq!(r, 0, "kill {pid}: {}", std::io::Error::last_os_error());
-        Instant::now()
+        at
     })
 }
 
@@ -369,8 +371,17 @@ fn ring_producer_loop(kills: u64) {
     let (mut next, mut buf, mut scratch) = (0u64, Vec::new(), Vec::new());
     let (mut disconnects, mut slowest) = (0u64, Duration::ZERO);
     let start = Instant::now();
+    // For a failure's message: where recent producers began, and the
+    // ring's shared positions (tail at 192, head at 256) when they came.
+    let raw = Segment::options().read_only().open(&ring_target(&name)).unwrap();
+    let mut recent = std::collections::VecDeque::new();
     for k in 0..kills {
-        let context = format!("ring-producer kill {k}");
+        let (tail, head) = (raw.read::<u64>(192).unwrap(), raw.read::<u64>(256).unwrap());
+        recent.push_back((next, tail, head));
+        if recent.len() > 4 {
+            recent.pop_front();
+        }
+        let context = format!("ring-producer kill {k} (recent producers' first message, tail, head: {recent:?})");
         let mut kid = Kid::spawn("kill-ring-producer", &[&name, &next.to_string()]);
         // Until the new producer claims its end, the dead one's end says
         // "disconnected".
@@ -396,12 +407,19 @@ fn ring_producer_loop(kills: u64) {
                     expect_ring_message(&buf, next, &context, &mut scratch);
                     next += 1;
                 }
-                Err(e) => break e,
+                Err(e) => break (e, Instant::now()),
             }
         };
+        let (err, err_at) = err;
         let killed = killer.join().unwrap();
-        slowest = slowest.max(killed.elapsed());
+        slowest = slowest.max(err_at.saturating_duration_since(killed));
         assert_eq!(*err.kind(), ErrorKind::Disconnected, "{context}: {err}");
+        assert!(
+            err_at >= killed,
+            "{context}: the consumer was told the producer was gone {:?} before it was killed (message {next} \
+             was due)",
+            killed - err_at
+        );
         disconnects += 1;
         kid.reap_killed(&context);
     }
@@ -411,7 +429,7 @@ fn ring_producer_loop(kills: u64) {
     tx.send(&buf).unwrap();
     rx.recv_timeout(&mut buf, WATCHDOG).unwrap();
     expect_ring_message(&buf, next, "after the loop", &mut scratch);
-    drop((tx, rx));
+    drop((tx, rx, raw));
     assert_eq!(in_dev_shm(&name), Vec::<String>::new(), "both ends closed: the ring is removed");
     eprintln!(
         "kill-loop ring-producer: {kills} kills, {disconnects} disconnects, 0 hangs, {} messages intact and in order, \
@@ -536,12 +554,18 @@ fn ring_consumer_loop(kills: u64) {
             message(sent, RING_MAX, &mut buf);
             match tx.send_timeout(&buf, WATCHDOG) {
                 Ok(()) => sent += 1,
-                Err(e) => break e,
+                Err(e) => break (e, Instant::now()),
             }
         };
+        let (err, err_at) = err;
         let killed = killer.join().unwrap();
-        slowest = slowest.max(killed.elapsed());
+        slowest = slowest.max(err_at.saturating_duration_since(killed));
         assert_eq!(*err.kind(), ErrorKind::Disconnected, "{context}: {err}");
+        assert!(
+            err_at >= killed,
+            "{context}: the producer was told the consumer was gone {:?} before it was killed",
+            killed - err_at
+        );
         disconnects += 1;
         stalling += u64::from(stall != u64::MAX);
         kid.reap_killed(&context);
@@ -673,23 +697,26 @@ fn publisher_loop(kills: u64) {
         // Both subscribers take turns (under back-pressure the publisher
         // waits for the slower one) until one learns the publisher is gone;
         // then the other drains to the same point.
-        let mut gone = [false; 2];
-        while !(gone[0] && gone[1]) {
+        let mut gone = [None; 2];
+        while gone.iter().any(Option::is_none) {
             for i in 0..2 {
-                if gone[i] {
+                if gone[i].is_some() {
                     continue;
                 }
                 match expect_sample(&mut subs[i], next[i], &context, &mut bufs) {
                     Ok(()) => next[i] += 1,
                     Err(e) => {
                         assert_eq!(*e.kind(), ErrorKind::Disconnected, "{context}: subscriber {i}: {e}");
-                        gone[i] = true;
+                        gone[i] = Some(Instant::now());
                     }
                 }
             }
         }
         let killed = killer.join().unwrap();
-        slowest = slowest.max(killed.elapsed());
+        for (i, at) in gone.iter().flatten().enumerate() {
+            slowest = slowest.max(at.saturating_duration_since(killed));
+            assert!(*at >= killed, "{context}: subscriber {i} was told the publisher was gone before it was killed");
+        }
         assert_eq!(next[0], next[1], "{context}: the subscribers got different numbers of samples");
         assert_eq!((subs[0].missed(), subs[1].missed()), (0, 0), "{context}: back-pressure lost samples");
         disconnects += 2;
