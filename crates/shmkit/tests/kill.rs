@@ -7,9 +7,12 @@
 //! What each loop checks after every kill: nothing hangs (every wait has
 //! the watchdog), the survivors get every message that was sent, intact and
 //! in order (sequence numbers and checksums), and then a clean
-//! `Disconnected`; a new process takes the dead one's place; nobody ever
-//! opens a half-initialised object as valid; and nothing is left in
-//! `/dev/shm` once the test's guards ran.
+//! `Disconnected`, never before the kill (a peer declared dead while it
+//! lives is a bug too); a new process takes the dead one's place; nobody
+//! ever opens a half-initialised object as valid; and nothing is left in
+//! `/dev/shm`: channels are removed by their last end, what dead creators
+//! left by the test's guards (`shmkit gc` is checked by the CLI's
+//! `e2e/kill.rs`).
 //!
 //! The kill delays come from a seeded generator; each loop prints its seed
 //! (`SHMKIT_KILL_SEED=N` replays the same delays, the timing of the
@@ -282,7 +285,7 @@ impl Drop for Sweep {
 }
 
 /// A unique name and the guard that sweeps every object made with it.
-fn name(tag: &str) -> (String, Sweep) {
+fn swept_name(tag: &str) -> (String, Sweep) {
     let name = unique_name(tag);
     (name.clone(), Sweep(name))
 }
@@ -366,7 +369,7 @@ fn expect_ring_message(got: &[u8], next: u64, context: &str, scratch: &mut Vec<u
 
 fn ring_producer_loop(kills: u64) {
     let mut rng = Rng::new("ring-producer");
-    let (name, _sweep) = name("kill-ring-producer");
+    let (name, _sweep) = swept_name("kill-ring-producer");
     let mut rx = Receiver::open_or_create(&name, &ring_options()).unwrap();
     let (mut next, mut buf, mut scratch) = (0u64, Vec::new(), Vec::new());
     let (mut disconnects, mut slowest) = (0u64, Duration::ZERO);
@@ -508,7 +511,7 @@ fn ring_consumer(name: &str, progress: &str, stall: u64) -> i32 {
 
 fn ring_consumer_loop(kills: u64) {
     let mut rng = Rng::new("ring-consumer");
-    let (name, _sweep) = name("kill-ring-consumer");
+    let (name, _sweep) = swept_name("kill-ring-consumer");
     let progress_target = Target::posix(&unique_name("kill-progress")).unwrap();
     let _progress_guard = Remove(progress_target.clone());
     let mut progress = Segment::create(&progress_target, 4096).unwrap();
@@ -668,7 +671,7 @@ fn expect_sample(sub: &mut Subscriber, next: u64, context: &str, bufs: &mut (Vec
 
 fn publisher_loop(kills: u64) {
     let mut rng = Rng::new("publisher");
-    let (name, _sweep) = name("kill-publisher");
+    let (name, _sweep) = swept_name("kill-publisher");
     let mut subs = [
         Subscriber::open_or_create(&name, &service_options()).unwrap(),
         Subscriber::open_or_create(&name, &service_options()).unwrap(),
@@ -816,7 +819,7 @@ fn publish_next(publisher: &mut Publisher, buf: &mut Vec<u8>, context: &str) -> 
 
 fn subscriber_loop(kills: u64) {
     let mut rng = Rng::new("subscriber");
-    let (name, _sweep) = name("kill-subscriber");
+    let (name, _sweep) = swept_name("kill-subscriber");
     let mut publisher = Publisher::open_or_create(&name, &service_options()).unwrap();
     let mut steady = Kid::spawn_piped("kill-subscriber", &[&name, &u64::MAX.to_string()]);
     steady.wait_ready();
@@ -992,7 +995,7 @@ fn open_after_kill(kind: &str, name: &str) -> Result<&'static str, Error> {
 /// object left initialising makes its opener wait up to a second).
 fn creator_loop(kind: &str, kills: u64) {
     let mut rng = Rng::new(&format!("creator-{kind}"));
-    let (base, _sweep) = name(&format!("kill-create-{kind}"));
+    let (base, _sweep) = swept_name(&format!("kill-create-{kind}"));
     let batch = 8;
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     let start = Instant::now();
@@ -1170,7 +1173,7 @@ fn client_until_killed(
 
 fn reqrep_server_loop(kills: u64) {
     let mut rng = Rng::new("reqrep-server");
-    let (name, _sweep) = name("kill-reqrep-server");
+    let (name, _sweep) = swept_name("kill-reqrep-server");
     let clients = 2;
     let (mut disconnects, mut slowest) = (0u64, Duration::ZERO);
     let served: Vec<AtomicU64> = (0..clients).map(|_| AtomicU64::new(0)).collect();
@@ -1315,7 +1318,7 @@ fn serve_until(
 
 fn reqrep_client_loop(kills: u64) {
     let mut rng = Rng::new("reqrep-client");
-    let (name, _sweep) = name("kill-reqrep-client");
+    let (name, _sweep) = swept_name("kill-reqrep-client");
     let mut server = Server::create(&name, &reqrep_options()).unwrap();
     let mut served = BTreeMap::new();
     let mut steady = Kid::spawn_piped("kill-reqrep-client", &[&name, "0"]);
