@@ -21,6 +21,7 @@
 
 mod completions;
 mod gc;
+mod kill;
 mod ls;
 mod rm;
 mod schema;
