@@ -162,18 +162,27 @@ fn age(name: &str) -> Option<std::time::Duration> {
 
 /// What a shmkit object says about itself, as JSON, and whether it is stale
 /// (creator dead, no live holder, no process mapping it; and, if its header
-/// is not ready, older than [`CREATION_GRACE`]).
+/// is not ready, older than [`CREATION_GRACE`]; or empty, unmapped and older
+/// than the grace).
 pub(crate) fn shmkit_json(name: &str, users: &[u32]) -> (Value, bool) {
     let target = match shmkit::Target::posix(name) {
         Ok(t) => t,
         Err(e) => return (json!({ "error": e.to_string() }), false),
     };
+    let mapped_by_others = users.iter().any(|&p| p != std::process::id() && pid_alive(p as i32));
     // Inspecting: any owner and mode will do (the header is validated).
     let seg = match Segment::options().read_only().allow_untrusted(true).open(&target) {
         Ok(seg) => seg,
-        Err(e) => return (json!({ "error": e.to_string() }), false),
+        Err(e) => {
+            // An empty object is what a creator killed between `shm_open`
+            // and sizing it leaves: nothing can use it, so once it is older
+            // than the creation grace and nobody maps it, it is stale.
+            let empty = std::fs::symlink_metadata(Path::new("/dev/shm").join(name.trim_start_matches('/')))
+                .is_ok_and(|m| m.len() == 0);
+            let stale = empty && !mapped_by_others && age(name).is_some_and(|a| a >= CREATION_GRACE);
+            return (json!({ "error": e.to_string(), "stale": stale }), stale);
+        }
     };
-    let mapped_by_others = users.iter().any(|&p| p != std::process::id() && pid_alive(p as i32));
     match registry::inspect(&seg) {
         Ok(info) => {
             let young = info.state != "ready" && age(name).is_none_or(|a| a < CREATION_GRACE);
@@ -423,12 +432,11 @@ pub(crate) fn gc(args: GcArgs) -> anyhow::Result<()> {
     } else {
         let verb = if args.dry_run { "would remove" } else { "removed" };
         for r in &removed {
-            out!(
-                "{verb} {} ({}, creator pid {} is dead, no live holder)",
-                r["name"].as_str().unwrap_or(""),
-                r["type"].as_str().unwrap_or("?"),
-                r["creator_pid"]
-            );
+            let name = r["name"].as_str().unwrap_or("");
+            match r["type"].as_str() {
+                Some(kind) => out!("{verb} {name} ({kind}, creator pid {} is dead, no live holder)", r["creator_pid"]),
+                None => out!("{verb} {name} (empty: its creator died before sizing it)"),
+            }
         }
         for k in &kept {
             out!("kept {}: {}", k["name"].as_str().unwrap_or(""), k["reason"].as_str().unwrap_or(""));

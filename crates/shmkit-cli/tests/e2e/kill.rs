@@ -299,11 +299,9 @@ fn send_and_recv_killed_at_random_points_then_gc_removes_what_they_left() {
 /// second gc must remove everything, with no guard's help. Also an object
 /// exactly as a creator killed between `shm_open` and `ftruncate` leaves it
 /// (empty, nobody holding it), made on purpose so the case is always there.
-///
-/// Fails today: gc keeps an empty `shmkit.` object for ever ("cannot be
-/// read: … empty (0 bytes)"), whatever its age. Takes over a minute.
+/// Takes over a minute.
 #[test]
-#[ignore = "waits past gc's 60 s creation grace; fails until gc removes old empty shmkit objects"]
+#[ignore = "waits past gc's 60 s creation grace (over a minute)"]
 fn send_and_recv_killed_then_gc_past_the_grace_period_leaves_nothing() {
     let _lock = GcLock::exclusive();
     let mut guard = Guard::new();
