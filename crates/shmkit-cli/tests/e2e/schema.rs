@@ -237,8 +237,13 @@ fn the_validator_rejects_what_the_schema_forbids() {
         ("a header with an unknown state", with(&ring, |v| v["shmkit"]["state"] = json!("done"))),
         ("a holder with an extra key", with(&ring, |v| v["shmkit"]["holders"][0]["start"] = json!(1))),
         ("a detail that is not text", with(&ring, |v| v["shmkit"]["details"]["fill"] = json!(0))),
-        ("an unreadable object called stale", with(&unreadable, |v| v["shmkit"]["stale"] = json!(true))),
+        ("a non-empty unreadable object called stale", with(&unreadable, |v| v["shmkit"]["stale"] = json!(true))),
     ];
+    let abandoned = with(&unreadable, |v| {
+        v["bytes"] = json!(0);
+        v["shmkit"]["stale"] = json!(true);
+    });
+    assert_eq!(schema.errors(&schema.root, &abandoned, ""), Vec::<String>::new(), "an empty, abandoned object");
     for (what, v) in broken {
         assert!(!schema.errors(&schema.root, &v, "").is_empty(), "the schema accepts {what}: {v}");
     }
