@@ -43,6 +43,13 @@
 //!
 //! # Protocol
 //!
+//! The protocol is written once, over the shared-memory door of
+//! `sync::primitive` (`Memory`): the same code runs on the real mapping and,
+//! under `cfg(loom)`, on loom's model memory, where the models at the end
+//! of this file check back-pressure, overwrite-oldest, sleeping and
+//! reclamation. Liveness (`/proc` for real ends) is given to it, so a model
+//! can say which holder is dead.
+//!
 //! Samples are numbered from 0; sample `n` lives in slot `n % slots`. A
 //! slot's `seq` word is `2n + 1` while sample `n` is being written, `2n + 2`
 //! once it is published, and 0 before first use. A subscriber's `cursor` is
@@ -113,6 +120,31 @@
 //! - [`Policy::OverwriteOldest`]: the publisher never waits and never reads
 //!   the cursors; a subscriber learns how many samples it missed
 //!   ([`Subscriber::missed`], and the gaps in [`Sample::sequence`]).
+//!
+//! # Read-only subscribers
+//!
+//! [`Subscriber::open_read_only`] maps the service without write permission
+//! (`O_RDONLY`, `PROT_READ`): a bug that stores through the mapping kills
+//! only that subscriber, with `SIGSEGV`, and a process that may only read
+//! the object (mode 0644, say) can subscribe. Such a subscriber stores
+//! nothing in shared memory, which shapes what it can do:
+//!
+//! - It holds no entry in the subscriber table, so the publisher does not
+//!   know it exists. It is therefore offered for [`Policy::OverwriteOldest`]
+//!   services only, where the publisher never reads cursors; a back-pressure
+//!   service gives [`ErrorKind::InvalidArgument`]. (The alternative, moving
+//!   the cursors into a second object that read-only subscribers map
+//!   writable, would double the objects and their lifetimes, and a
+//!   subscriber that writes a cursor the publisher waits for can stall it,
+//!   which is what a read-only subscriber is meant to rule out.)
+//! - It cannot announce that it sleeps: after its spin it waits on `notify`
+//!   for at most 1 ms at a time (a wake for a writable sleeper ends the
+//!   wait early). An idle read-only subscriber wakes up about 1000 times a
+//!   second; its latency after a quiet spell is up to about a millisecond.
+//! - It neither counts in [`Publisher::subscribers`] nor keeps the object
+//!   alive: when the publisher closes and no live writable subscriber
+//!   remains, the name is removed; the read-only subscriber keeps its
+//!   mapping, receives what is left, then gets [`ErrorKind::Disconnected`].
 //!
 //! # Ends and lifetime
 //!
@@ -1530,6 +1562,8 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
                     None => Err(self.core.corrupt(Op::Recv, format!("sample {n} has {len} bytes, an unexpected size"))),
                 };
             }
+            #[cfg(all(loom, test))]
+            loom_tests::note(&loom_tests::TORN);
             self.missed += 1;
             torn += 1;
             if deadline.is_none() && torn >= RETRIES {
@@ -2070,4 +2104,322 @@ pub(crate) fn inspect(seg: &Segment, header: &registry::ObjectHeader, info: &mut
     info.details.push(("subscribers", format!("{subscribers} of {max}")));
     info.details.push(("published", seg.read::<u64>(PUBLISHED)?.to_string()));
     Ok(())
+}
+
+/// Loom models of the protocol: the same `PubEnd`/`SubEnd` code as the real
+/// ends, on loom's model memory. Run with
+/// `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p shmkit --lib --release loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::cell::Cell;
+    use std::sync::Arc;
+    use std::thread::LocalKey;
+    use std::time::{Duration, Instant};
+
+    use loom::sync::{Condvar, Mutex};
+    use loom::thread;
+
+    use super::*;
+    use crate::sync::primitive::model::LoomMemory;
+
+    // How often something happened over all executions of one model (loom
+    // runs a model's threads on the test's own thread, one at a time).
+    thread_local! {
+        pub(super) static PUBLISHER_SLEPT: Cell<usize> = const { Cell::new(0) };
+        pub(super) static SUBSCRIBER_SLEPT: Cell<usize> = const { Cell::new(0) };
+        pub(super) static TORN: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) fn note(counter: &'static LocalKey<Cell<usize>>) {
+        counter.with(|c| c.set(c.get() + 1));
+    }
+
+    fn count(counter: &'static LocalKey<Cell<usize>>) -> usize {
+        counter.with(Cell::get)
+    }
+
+    /// Model memory shared by the ends of one execution, with futexes of
+    /// its own. (`LoomMemory`'s futex counts releases per word, so a waiter
+    /// that arrives after a wake can take the release meant for one that
+    /// slept before it, which then sleeps on: a lost wake-up the kernel
+    /// never causes, and a false deadlock of two subscribers on `notify`.
+    /// Here each wake releases the sleepers it found, by ticket.)
+    ///
+    /// `reap`: whether liveness is read every time the protocol asks (as if
+    /// `PROC_INTERVAL` had always passed); otherwise only the first time
+    /// (fewer interleavings where reclamation is not what is checked).
+    #[derive(Debug, Clone)]
+    struct Model(Arc<(LoomMemory, Mutex<Futexes>, Condvar)>, bool);
+
+    /// Sleepers by word address and ticket, and the tickets woken.
+    #[derive(Debug, Default)]
+    struct Futexes {
+        next: u64,
+        sleeping: Vec<(usize, u64)>,
+        woken: Vec<u64>,
+    }
+
+    impl Model {
+        fn new(len: usize, reap: bool) -> Model {
+            Model(Arc::new((LoomMemory::new(len), Mutex::new(Futexes::default()), Condvar::new())), reap)
+        }
+    }
+
+    impl Memory for Model {
+        type W32 = loom::sync::atomic::AtomicU32;
+        type W64 = loom::sync::atomic::AtomicU64;
+
+        fn len(&self) -> usize {
+            self.0.0.len()
+        }
+        fn u32_at(&self, offset: usize) -> &Self::W32 {
+            self.0.0.u32_at(offset)
+        }
+        fn u64_at(&self, offset: usize) -> &Self::W64 {
+            self.0.0.u64_at(offset)
+        }
+        fn write(&self, offset: usize, src: &[u8]) {
+            self.0.0.write(offset, src)
+        }
+        fn read(&self, offset: usize, dst: &mut [u8]) {
+            self.0.0.read(offset, dst)
+        }
+        fn fence(&self, order: Ordering) {
+            self.0.0.fence(order)
+        }
+        fn light_fence(&self) {
+            self.0.0.light_fence()
+        }
+        fn heavy_fence(&self) {
+            self.0.0.heavy_fence()
+        }
+        fn wait(&self, word: &Self::W32, expected: u32, _timeout: Option<Duration>) {
+            // The timeout is ignored: a lost wake-up is a deadlock.
+            let addr = word as *const Self::W32 as usize;
+            let mut futexes = self.0.1.lock().unwrap();
+            if Word::load(word, Ordering::SeqCst) != expected {
+                return;
+            }
+            let ticket = futexes.next;
+            futexes.next += 1;
+            futexes.sleeping.push((addr, ticket));
+            loop {
+                if let Some(i) = futexes.woken.iter().position(|&t| t == ticket) {
+                    futexes.woken.swap_remove(i);
+                    return;
+                }
+                futexes = self.0.2.wait(futexes).unwrap();
+            }
+        }
+        fn wake(&self, word: &Self::W32, count: u32) -> usize {
+            let addr = word as *const Self::W32 as usize;
+            let mut futexes = self.0.1.lock().unwrap();
+            let mut woken = 0;
+            while woken < count as usize {
+                let Some(i) = futexes.sleeping.iter().position(|&(a, _)| a == addr) else { break };
+                let (_, ticket) = futexes.sleeping.remove(i);
+                futexes.woken.push(ticket);
+                woken += 1;
+            }
+            if woken > 0 {
+                self.0.2.notify_all();
+            }
+            woken
+        }
+        fn pause(&self) {
+            self.0.0.pause()
+        }
+    }
+
+    impl Host for Model {
+        fn spin_until(&self, mut ready: impl FnMut() -> bool) -> bool {
+            // One look: spinning would only multiply the interleavings; the
+            // sleeping protocol must cope without it.
+            ready()
+        }
+
+        fn fresh(&self, _at: Instant) -> bool {
+            !self.1
+        }
+    }
+
+    /// The pid the model's liveness calls dead.
+    const DEAD: u32 = 66;
+    const PUBLISHER_PID: u32 = 1;
+
+    fn alive(pid: u32, _start: u64) -> bool {
+        pid != DEAD
+    }
+
+    fn me(pid: u32) -> ProcessId {
+        ProcessId { pid, start: 1 }
+    }
+
+    /// A service of `slots` slots of up to 8 bytes for `subscribers`
+    /// subscribers, in fresh model memory.
+    fn service(slots: u64, subscribers: u64, reap: bool) -> Model {
+        let (_, _, total) = Layout::compute(slots, 8, subscribers, 0).unwrap();
+        Model::new(total, reap)
+    }
+
+    fn core(mem: &Model, slots: u64, subscribers: u64, policy: Policy) -> Core<Model, Live> {
+        let (stride, slots_at, total) = Layout::compute(slots, 8, subscribers, 0).unwrap();
+        let layout = Layout {
+            slots,
+            max_sample: 8,
+            max_subscribers: subscribers as usize,
+            policy,
+            type_size: 0,
+            history: 0,
+            stride,
+            slots_at,
+            total,
+        };
+        Core { mem: mem.clone(), layout, label: "model".into(), live: alive }
+    }
+
+    /// Sample `n`'s payload: `bytes` bytes that all say `n` (a torn read
+    /// mixes two samples' bytes; a stale one shows another sample's).
+    fn payload(n: u64, bytes: usize) -> Vec<u8> {
+        vec![n as u8 + 1; bytes]
+    }
+
+    fn publisher(mem: &Model, slots: u64, subscribers: u64, policy: Policy) -> PubEnd<Model, Live> {
+        let mut end = PubEnd::claim(core(mem, slots, subscribers, policy), me(PUBLISHER_PID)).unwrap();
+        end.resume().unwrap();
+        end
+    }
+
+    fn subscriber(mem: &Model, slots: u64, subscribers: u64, policy: Policy, pid: u32) -> SubEnd<Model, Live> {
+        SubEnd::join(core(mem, slots, subscribers, policy), me(pid)).unwrap()
+    }
+
+    /// Publishes samples `0..count` of `bytes` bytes, blocking as the
+    /// policy says.
+    fn publish_all(mut end: PubEnd<Model, Live>, count: u64, bytes: usize) -> PubEnd<Model, Live> {
+        for n in 0..count {
+            assert_eq!(end.publish_with(&payload(n, bytes), Some(None)).unwrap(), n);
+        }
+        end
+    }
+
+    /// Receives `count` samples under back-pressure: every one, intact and
+    /// in order.
+    fn receive_all(mut end: SubEnd<Model, Live>, count: u64) -> SubEnd<Model, Live> {
+        let mut buf = Vec::new();
+        for n in 0..count {
+            assert_eq!(end.receive_into_with(&mut buf, Some(None)).unwrap(), n);
+            assert_eq!(buf, payload(n, 1), "sample {n}");
+        }
+        assert_eq!(end.missed, 0, "back-pressure lost samples");
+        end
+    }
+
+    /// Runs a model (at most `preemptions` preemptions if given; else as
+    /// `LOOM_MAX_PREEMPTIONS` says) and says how long it took.
+    fn checked(name: &str, preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
+        let start = std::time::Instant::now();
+        let mut builder = loom::model::Builder::new();
+        if preemptions.is_some() {
+            builder.preemption_bound = preemptions;
+        }
+        builder.check(f);
+        eprintln!(
+            "loom model {name}: {:.1} s, preemption bound {:?}",
+            start.elapsed().as_secs_f64(),
+            builder.preemption_bound
+        );
+    }
+
+    /// (a) Back-pressure, one publisher and two subscribers, three samples
+    /// through two slots: each subscriber gets every sample intact and in
+    /// order, none missed (the publisher never overwrote an unread slot).
+    #[test]
+    fn loom_back_pressure_every_sample_to_every_subscriber() {
+        checked("back-pressure", Some(1), || {
+            let mem = service(2, 2, false);
+            let a = subscriber(&mem, 2, 2, Policy::BackPressure, 2);
+            let b = subscriber(&mem, 2, 2, Policy::BackPressure, 3);
+            let p = publisher(&mem, 2, 2, Policy::BackPressure);
+            let p = thread::spawn(move || publish_all(p, 3, 1));
+            let b = thread::spawn(move || receive_all(b, 3));
+            receive_all(a, 3);
+            b.join().unwrap();
+            assert_eq!(p.join().unwrap().next, 3);
+        });
+    }
+
+    /// (b) Overwrite-oldest, two slots, three samples, then the publisher
+    /// closes: what is returned is never torn, and received + missed =
+    /// published exactly.
+    #[test]
+    fn loom_overwrite_oldest_never_returns_a_torn_sample_and_counts_every_miss() {
+        TORN.with(|c| c.set(0));
+        checked("overwrite-oldest", None, || {
+            let mem = service(2, 1, false);
+            let mut s = subscriber(&mem, 2, 1, Policy::OverwriteOldest, 2);
+            let p = publisher(&mem, 2, 1, Policy::OverwriteOldest);
+            let p = thread::spawn(move || {
+                let mut p = publish_all(p, 3, 2);
+                p.close();
+            });
+            let mut buf = Vec::new();
+            let (mut received, mut next) = (0, 0);
+            loop {
+                match s.receive_into_with(&mut buf, Some(None)) {
+                    Ok(n) => {
+                        assert!(n >= next, "sample {n} after {next}");
+                        assert_eq!(buf, payload(n, 2), "sample {n} returned torn");
+                        received += 1;
+                        next = n + 1;
+                    }
+                    Err(e) if *e.kind() == ErrorKind::Disconnected => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(received + s.missed, 3, "{received} received, {} missed", s.missed);
+            p.join().unwrap();
+        });
+        // The model did reach reads overwritten while copied.
+        assert!(count(&TORN) > 0, "no execution tore a read");
+    }
+
+    /// (c) Sleeping: a subscriber asleep waiting for a sample and a
+    /// publisher asleep waiting for room are woken (a lost wake-up is a
+    /// deadlock of the model, whose futex waits have no timeout).
+    #[test]
+    fn loom_sleepers_are_woken() {
+        PUBLISHER_SLEPT.with(|c| c.set(0));
+        SUBSCRIBER_SLEPT.with(|c| c.set(0));
+        checked("sleeping", None, || {
+            let mem = service(2, 1, false);
+            let s = subscriber(&mem, 2, 1, Policy::BackPressure, 2);
+            let p = publisher(&mem, 2, 1, Policy::BackPressure);
+            let p = thread::spawn(move || publish_all(p, 3, 1));
+            receive_all(s, 3);
+            p.join().unwrap();
+        });
+        // Both sleeps happened in some executions: the model checked them.
+        assert!(count(&SUBSCRIBER_SLEPT) > 0 && count(&PUBLISHER_SLEPT) > 0);
+    }
+
+    /// (d) Reclamation: a subscriber the liveness calls dead, stuck at
+    /// sample 0, is reclaimed and stops holding the publisher back; the
+    /// live subscriber keeps its entry and gets every sample.
+    #[test]
+    fn loom_a_dead_subscriber_is_reclaimed_and_a_live_one_never() {
+        checked("reclamation", None, || {
+            let mem = service(2, 2, true);
+            let dead = subscriber(&mem, 2, 2, Policy::BackPressure, DEAD);
+            let (dead_line, _) = (dead.line.unwrap(), drop(dead));
+            let live = subscriber(&mem, 2, 2, Policy::BackPressure, 3);
+            let live_line = live.line.unwrap();
+            let p = publisher(&mem, 2, 2, Policy::BackPressure);
+            let p = thread::spawn(move || publish_all(p, 3, 1));
+            receive_all(live, 3);
+            p.join().unwrap();
+            assert_eq!(mem.u64_at(dead_line + OWNER).load(Ordering::SeqCst), pack(FREE, 0));
+            assert_eq!(mem.u64_at(live_line + OWNER).load(Ordering::SeqCst), pack(ACTIVE, 3));
+        });
+    }
 }
