@@ -309,9 +309,13 @@ fn spawn_ready(role: &str, args: &[&str]) -> Child {
     let mut child = command(role, args).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    // (The test harness in the child may print lines of its own first.)
     std::thread::spawn(move || {
+        let mut out = BufReader::new(out);
         let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
+        while matches!(out.read_line(&mut line), Ok(n) if n > 0) && line.trim() != "ready" {
+            line.clear();
+        }
         let _ = tx.send(line);
     });
     match rx.recv_timeout(WATCHDOG) {
