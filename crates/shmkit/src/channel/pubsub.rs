@@ -2109,6 +2109,11 @@ pub(crate) fn inspect(seg: &Segment, header: &registry::ObjectHeader, info: &mut
 /// Loom models of the protocol: the same `PubEnd`/`SubEnd` code as the real
 /// ends, on loom's model memory. Run with
 /// `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p shmkit --lib --release loom`.
+///
+/// Every model runs at the bound `LOOM_MAX_PREEMPTIONS` gives, except the
+/// back-pressure model with two subscribers, which runs at one preemption
+/// (at two it took about four minutes on a two-core machine); the sleeping
+/// model is the same protocol with one subscriber at the full bound.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use std::cell::Cell;
@@ -2128,6 +2133,7 @@ mod loom_tests {
         pub(super) static PUBLISHER_SLEPT: Cell<usize> = const { Cell::new(0) };
         pub(super) static SUBSCRIBER_SLEPT: Cell<usize> = const { Cell::new(0) };
         pub(super) static TORN: Cell<usize> = const { Cell::new(0) };
+        static EXECUTIONS: Cell<usize> = const { Cell::new(0) };
     }
 
     pub(super) fn note(counter: &'static LocalKey<Cell<usize>>) {
@@ -2323,9 +2329,14 @@ mod loom_tests {
         if preemptions.is_some() {
             builder.preemption_bound = preemptions;
         }
-        builder.check(f);
+        EXECUTIONS.with(|c| c.set(0));
+        builder.check(move || {
+            note(&EXECUTIONS);
+            f()
+        });
         eprintln!(
-            "loom model {name}: {:.1} s, preemption bound {:?}",
+            "loom model {name}: {} executions in {:.1} s, preemption bound {:?}",
+            count(&EXECUTIONS),
             start.elapsed().as_secs_f64(),
             builder.preemption_bound
         );
@@ -2381,6 +2392,7 @@ mod loom_tests {
             p.join().unwrap();
         });
         // The model did reach reads overwritten while copied.
+        eprintln!("  reads seen torn: {}", count(&TORN));
         assert!(count(&TORN) > 0, "no execution tore a read");
     }
 
@@ -2400,6 +2412,7 @@ mod loom_tests {
             p.join().unwrap();
         });
         // Both sleeps happened in some executions: the model checked them.
+        eprintln!("  subscriber slept {} times, publisher {}", count(&SUBSCRIBER_SLEPT), count(&PUBLISHER_SLEPT));
         assert!(count(&SUBSCRIBER_SLEPT) > 0 && count(&PUBLISHER_SLEPT) > 0);
     }
 
