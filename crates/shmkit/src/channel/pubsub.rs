@@ -2345,9 +2345,8 @@ mod loom_tests {
     /// (a) Back-pressure, one publisher and two subscribers, three samples
     /// through two slots: each subscriber gets every sample intact and in
     /// order, none missed (the publisher never overwrote an unread slot).
-    #[test]
-    fn loom_back_pressure_every_sample_to_every_subscriber() {
-        checked("back-pressure", Some(1), || {
+    fn back_pressure_model(preemptions: Option<usize>) {
+        checked("back-pressure", preemptions, || {
             let mem = service(2, 2, false);
             let a = subscriber(&mem, 2, 2, Policy::BackPressure, 2);
             let b = subscriber(&mem, 2, 2, Policy::BackPressure, 3);
@@ -2358,6 +2357,20 @@ mod loom_tests {
             b.join().unwrap();
             assert_eq!(p.join().unwrap().next, 3);
         });
+    }
+
+    /// (a) at one preemption (a few seconds).
+    #[test]
+    fn loom_back_pressure_every_sample_to_every_subscriber() {
+        back_pressure_model(Some(1));
+    }
+
+    /// (a) at the bound `LOOM_MAX_PREEMPTIONS` gives (about four minutes at
+    /// two on a two-core machine): run with `--ignored`.
+    #[test]
+    #[ignore = "minutes; run with --ignored"]
+    fn loom_back_pressure_every_sample_to_every_subscriber_full_bound() {
+        back_pressure_model(None);
     }
 
     /// (b) Overwrite-oldest, two slots, three samples, then the publisher
