@@ -83,6 +83,8 @@ pub fn child(role: &str, args: &[String]) -> Option<i32> {
         "pubsub-slow-subscriber" => slow_subscriber(&args[0], num(1)),
         "pubsub-idle-subscriber" => idle_subscriber(&args[0]),
         "pubsub-publisher-forever" => publisher_forever(&args[0]),
+        "pubsub-read-only-subscriber" => read_only_subscriber(&args[0], num(1)),
+        "pubsub-read-only-writer" => read_only_writer(&args[0]),
         _ => return None,
     })
 }
@@ -236,6 +238,93 @@ fn publisher_forever(name: &str) -> i32 {
             return 231;
         }
         i += 1;
+    }
+}
+
+/// Tells the parent (a line on stdout) that this child has subscribed.
+fn say_ready() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready").and_then(|()| out.flush());
+}
+
+/// Child role: subscribes read-only and checks that `u64` samples
+/// `0..count` arrive in order, none missed, then `Disconnected`.
+/// 240: open failed; 241: not read-only; 242: receive failed; 243: wrong
+/// value; 244: samples missed; 245: no disconnect at the end.
+fn read_only_subscriber(name: &str, count: u64) -> i32 {
+    let mut sub = match Subscriber::open_read_only(name) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 240;
+        }
+    };
+    if !sub.is_read_only() {
+        return 241;
+    }
+    say_ready();
+    for i in 0..count {
+        match sub.receive_value_timeout::<u64>(WATCHDOG) {
+            Ok(v) if v == i => {}
+            Ok(v) => {
+                eprintln!("read-only: sample {i}: got {v}");
+                return 243;
+            }
+            Err(e) => {
+                eprintln!("read-only: sample {i}: {e}");
+                return 242;
+            }
+        }
+    }
+    if sub.missed() != 0 {
+        return 244;
+    }
+    match sub.receive_value_timeout::<u64>(WATCHDOG) {
+        Err(e) if *e.kind() == ErrorKind::Disconnected => 0,
+        other => {
+            eprintln!("read-only: after {count} samples: {other:?}");
+            245
+        }
+    }
+}
+
+/// Child role: subscribes read-only, receives one sample and stores into
+/// it through the mapping, which must kill this process with SIGSEGV.
+/// 250: open failed; 251: receive failed; 252: the store survived.
+fn read_only_writer(name: &str) -> i32 {
+    let Ok(mut sub) = Subscriber::open_read_only(name) else { return 250 };
+    say_ready();
+    let Ok(sample) = sub.receive_timeout(WATCHDOG) else { return 251 };
+    // SAFETY: deliberately wrong: the slot is mapped without PROT_WRITE, so
+    // the kernel delivers SIGSEGV before anything is written.
+    unsafe { sample.as_ptr().cast_mut().write_volatile(0xAA) };
+    252
+}
+
+/// Starts a child whose stdout is a pipe and waits (under the watchdog)
+/// for its "ready" line; fails if it exits first.
+fn spawn_ready(role: &str, args: &[&str]) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = command(role, args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // (The test harness in the child may print lines of its own first.)
+    std::thread::spawn(move || {
+        let mut out = BufReader::new(out);
+        let mut line = String::new();
+        while matches!(out.read_line(&mut line), Ok(n) if n > 0) && line.trim() != "ready" {
+            line.clear();
+        }
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(line) if line.trim() == "ready" => child,
+        other => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("child {role} not ready: {other:?}, {status:?}");
+        }
     }
 }
 
@@ -642,4 +731,54 @@ fn a_hostile_peer_scribbling_over_the_service_gets_errors_not_crashes() {
     let _ = shmkit::segment::remove(&target);
     eprintln!("hostile pub/sub: {data} samples, {errors} errors, {reopen_failures} refused reopenings, no panic");
     assert!(data > 0 && errors > 0);
+}
+
+#[test]
+fn a_read_only_subscriber_receives_and_a_store_through_its_mapping_kills_only_it() {
+    let (name, _guard) = service_name("readonly");
+    let mut options = PubSubOptions::for_type::<u64>();
+    options.slots(256).policy(Policy::OverwriteOldest);
+    let mut publisher = TypedPublisher::<u64>::open_or_create(&name, &options).unwrap();
+    let mut writable = TypedSubscriber::<u64>::open(&name).unwrap();
+    let reader = spawn_ready("pubsub-read-only-subscriber", &[&name, "200"]);
+    let writer = spawn_ready("pubsub-read-only-writer", &[&name]);
+    // Read-only subscribers hold no entry: the publisher sees only ours.
+    assert_eq!(publisher.raw().subscribers(), 1);
+    for i in 0..100u64 {
+        publisher.publish(&i).unwrap();
+    }
+    // The writer received a sample, stored into it, and died of it.
+    assert_eq!(wait(writer).signal(), Some(libc::SIGSEGV));
+    // The publisher and the other subscribers go on.
+    for i in 100..200u64 {
+        publisher.publish(&i).unwrap();
+    }
+    for i in 0..200u64 {
+        assert_eq!(writable.receive_timeout(WATCHDOG).unwrap(), i);
+    }
+    assert_eq!(writable.missed(), 0);
+    drop(publisher);
+    assert_eq!(wait(reader).code(), Some(0));
+    drop(writable);
+    assert!(!exists(&name));
+}
+
+#[test]
+fn read_only_subscription_needs_an_overwrite_oldest_service() {
+    let (name, _guard) = service_name("readonly-bp");
+    let publisher = Publisher::open_or_create(&name, &opts("bp")).unwrap();
+    let err = Subscriber::open_read_only(&name).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::InvalidArgument(_)), "{err}");
+    assert!(err.to_string().contains("overwrite-oldest"), "{err}");
+    // A typed read-only subscriber checks the type too.
+    let (other, _other_guard) = service_name("readonly-type");
+    let mut options = PubSubOptions::for_type::<u32>();
+    options.policy(Policy::OverwriteOldest);
+    let _typed = TypedPublisher::<u32>::open_or_create(&other, &options).unwrap();
+    let err = TypedSubscriber::<u64>::open_read_only(&other).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::WrongType(_)), "{err}");
+    assert!(TypedSubscriber::<u32>::open_read_only(&other).unwrap().raw().is_read_only());
+    let err = Subscriber::open_read_only(&unique_name("readonly-none")).unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::NotFound, "{err}");
+    drop(publisher);
 }
