@@ -193,9 +193,11 @@ unsafe impl Sync for Mapped {}
 impl Mapped {
     /// # Safety
     ///
-    /// `base` must be 8-aligned and valid for reads and writes of `len`
-    /// bytes for as long as the `Mapped` (and every copy of it) is used, and
-    /// the bytes must only be accessed atomically or by byte copies.
+    /// `base` must be 8-aligned and valid for reads of `len` bytes (and for
+    /// writes, if anything is written through the `Mapped`: a read-only
+    /// mapping serves only loads, copies out and futex waits) for as long as
+    /// the `Mapped` (and every copy of it) is used, and the bytes must only
+    /// be accessed atomically or by byte copies.
     /// `membarrier`: whether this process registered for the expedited
     /// global membarrier (the light fence relies on it).
     pub(crate) unsafe fn new(base: NonNull<u8>, len: usize, membarrier: bool) -> Mapped {
@@ -311,13 +313,16 @@ pub(crate) mod model {
         woken: Condvar,
     }
 
-    /// Per word address: how many sleep on it, and how many of those a
-    /// wake has released (each sleeper takes one release and leaves).
+    /// Per word address, a queue of sleepers as tickets: `next` is the
+    /// ticket the next sleeper takes, `woken` the first ticket not yet
+    /// woken. A wake releases the oldest sleepers, so one that arrives after
+    /// a wake cannot take the release meant for an earlier one (the kernel
+    /// wakes threads that are queued, never later arrivals).
     #[derive(Debug, Default)]
-    struct Futexes(Vec<(usize, usize, usize)>);
+    struct Futexes(Vec<(usize, u64, u64)>);
 
     impl Futexes {
-        fn entry(&mut self, addr: usize) -> &mut (usize, usize, usize) {
+        fn entry(&mut self, addr: usize) -> &mut (usize, u64, u64) {
             let i = match self.0.iter().position(|e| e.0 == addr) {
                 Some(i) => i,
                 None => {
@@ -398,25 +403,24 @@ pub(crate) mod model {
             if Word::load(word, Ordering::SeqCst) != expected {
                 return;
             }
-            futex.entry(addr).1 += 1;
-            while futex.entry(addr).2 == 0 {
+            let entry = futex.entry(addr);
+            let ticket = entry.1;
+            entry.1 += 1;
+            while futex.entry(addr).2 <= ticket {
                 futex = self.woken.wait(futex).unwrap();
             }
-            let entry = futex.entry(addr);
-            entry.1 -= 1;
-            entry.2 -= 1;
         }
 
         fn wake(&self, word: &AtomicU32, count: u32) -> usize {
             let addr = word as *const AtomicU32 as usize;
             let mut futex = self.futex.lock().unwrap();
             let entry = futex.entry(addr);
-            let woken = (entry.1 - entry.2).min(count as usize);
+            let woken = (entry.1 - entry.2).min(u64::from(count));
             entry.2 += woken;
             if woken > 0 {
                 self.woken.notify_all();
             }
-            woken
+            woken as usize
         }
 
         fn pause(&self) {
