@@ -1631,51 +1631,88 @@ mod loom_tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
+    use loom::cell::UnsafeCell;
     use loom::thread;
 
     use super::*;
     use crate::sync::primitive::model::LoomMemory;
 
-    /// Model memory shared by the model's threads.
+    /// Model memory shared by the model's threads, with a shadow cell per
+    /// 64-bit word that every byte copy (payload) touches: loom checks
+    /// that each copy into a word happens after every earlier copy out of
+    /// it and each copy out after every copy in, so a producer that reuses
+    /// room before the consumer's release of `head` is seen to have done so
+    /// (a race the model's atomics alone would not show: loom does not
+    /// explore loads that read later stores).
     #[derive(Debug, Clone)]
-    struct Shared(Arc<LoomMemory>);
+    struct Shared {
+        mem: Arc<LoomMemory>,
+        shadow: Arc<Shadow>,
+    }
+
+    /// One access-tracking cell per word.
+    #[derive(Debug)]
+    struct Shadow(Vec<UnsafeCell<()>>);
+
+    // SAFETY: the cells hold nothing; they only let loom record which
+    // thread accessed which word when, and report unordered accesses.
+    unsafe impl Sync for Shadow {}
+
+    impl Shared {
+        fn new(len: usize) -> Shared {
+            Shared {
+                mem: Arc::new(LoomMemory::new(len)),
+                shadow: Arc::new(Shadow((0..len / 8).map(|_| UnsafeCell::new(())).collect())),
+            }
+        }
+
+        fn words(&self, offset: usize, len: usize) -> &[UnsafeCell<()>] {
+            if len == 0 { &[] } else { &self.shadow.0[offset / 8..(offset + len).div_ceil(8)] }
+        }
+    }
 
     impl Memory for Shared {
         type W32 = <LoomMemory as Memory>::W32;
         type W64 = <LoomMemory as Memory>::W64;
 
         fn len(&self) -> usize {
-            self.0.len()
+            self.mem.len()
         }
         fn u32_at(&self, offset: usize) -> &Self::W32 {
-            self.0.u32_at(offset)
+            self.mem.u32_at(offset)
         }
         fn u64_at(&self, offset: usize) -> &Self::W64 {
-            self.0.u64_at(offset)
+            self.mem.u64_at(offset)
         }
         fn write(&self, offset: usize, src: &[u8]) {
-            self.0.write(offset, src)
+            for word in self.words(offset, src.len()) {
+                word.with_mut(|_| ());
+            }
+            self.mem.write(offset, src)
         }
         fn read(&self, offset: usize, dst: &mut [u8]) {
-            self.0.read(offset, dst)
+            for word in self.words(offset, dst.len()) {
+                word.with(|_| ());
+            }
+            self.mem.read(offset, dst)
         }
         fn fence(&self, order: Ordering) {
-            self.0.fence(order)
+            self.mem.fence(order)
         }
         fn light_fence(&self) {
-            self.0.light_fence()
+            self.mem.light_fence()
         }
         fn heavy_fence(&self) {
-            self.0.heavy_fence()
+            self.mem.heavy_fence()
         }
         fn wait(&self, word: &Self::W32, expected: u32, timeout: Option<Duration>) {
-            self.0.wait(word, expected, timeout)
+            self.mem.wait(word, expected, timeout)
         }
         fn wake(&self, word: &Self::W32, count: u32) -> usize {
-            self.0.wake(word, count)
+            self.mem.wake(word, count)
         }
         fn pause(&self) {
-            self.0.pause()
+            self.mem.pause()
         }
     }
 
@@ -1683,7 +1720,7 @@ mod loom_tests {
 
     /// Both ends of a fresh model ring; waits sleep at once (spin 0).
     fn ends(batch: u64) -> (Producer<Shared>, Consumer<Shared>) {
-        let mem = Shared(Arc::new(LoomMemory::new(DATA + CAPACITY as usize)));
+        let mem = Shared::new(DATA + CAPACITY as usize);
         let mut p = Producer::new(Core::new(mem.clone(), CAPACITY, Side::Producer, "model")).unwrap();
         let mut c = Consumer::new(Core::new(mem, CAPACITY, Side::Consumer, "model")).unwrap();
         for core in [&mut p.core, &mut c.core] {
