@@ -1759,14 +1759,15 @@ mod loom_tests {
 
     /// (a) Messages of varying lengths through a 64-byte ring, so that it
     /// fills, wraps and pads (the fourth message does not fit before the
-    /// end of the lap); try_send and try_recv retry after a pause. The
+    /// end of the lap, the sixth ends exactly at the end of the next, an
+    /// empty one follows); try_send and try_recv retry after a pause. The
     /// consumer gets every message, whole and in order: this checks the
     /// release of each header against the acquire of its reader (payload
     /// bytes and the next zero header), and the consumer's release of
     /// `head` against the producer's acquire before reusing room.
     #[test]
     fn loom_messages_arrive_whole_and_in_order_through_wrap_and_padding() {
-        const LENGTHS: [usize; 5] = [5, 12, 1, 9, 3];
+        const LENGTHS: [usize; 8] = [5, 12, 1, 9, 3, 16, 0, 7];
         check("messages in order", || {
             let (mut p, mut c) = ends(CAPACITY / 16);
             let producer = thread::spawn(move || {
@@ -1793,24 +1794,26 @@ mod loom_tests {
                 }
                 assert_eq!(buf, payload(i, len), "message {i}");
             }
-            // Five messages and one padding: past the end of the first lap.
-            assert_eq!(producer.join().unwrap(), 104);
+            // Eight messages and one padding: the fourth message starts the
+            // second lap after padding, the sixth ends it exactly.
+            assert_eq!(producer.join().unwrap(), 152);
         });
     }
 
     /// (b) A consumer that sleeps at once (spin 0) waiting for messages;
-    /// the producer sends two. A lost wake-up would leave it asleep: the
+    /// the producer sends three. A lost wake-up would leave it asleep: the
     /// model's futex has no timeout, so loom reports a deadlock.
     #[test]
     fn loom_a_sleeping_consumer_is_woken_by_each_message() {
         check("sleeping consumer", || {
             let (mut p, mut c) = ends(CAPACITY / 16);
             let producer = thread::spawn(move || {
-                p.send_with(&payload(0, 3), Some(None)).unwrap();
-                p.send_with(&payload(1, 7), Some(None)).unwrap();
+                for (i, len) in [(0, 3), (1, 7), (2, 1)] {
+                    p.send_with(&payload(i, len), Some(None)).unwrap();
+                }
             });
             let mut buf = Vec::new();
-            for (i, len) in [(0, 3), (1, 7)] {
+            for (i, len) in [(0, 3), (1, 7), (2, 1)] {
                 c.recv_with(&mut buf, Some(None)).unwrap();
                 assert_eq!(buf, payload(i, len));
             }
@@ -1821,18 +1824,19 @@ mod loom_tests {
     /// (b) A producer that sleeps waiting for room. The consumer publishes
     /// its position only when it runs dry (the batch is the whole ring), so
     /// the producer, blocked on the third message until the first two are
-    /// read, must be woken by that publication.
+    /// read (and on the fourth until the third is), must be woken by that
+    /// publication.
     #[test]
     fn loom_a_producer_sleeping_for_room_is_woken_when_the_consumer_runs_dry() {
         check("producer sleeping for room", || {
             let (mut p, mut c) = ends(CAPACITY);
             let producer = thread::spawn(move || {
-                for i in 0..3 {
+                for i in 0..4 {
                     p.send_with(&payload(i, 12), Some(None)).unwrap();
                 }
             });
             let mut buf = Vec::new();
-            for i in 0..3 {
+            for i in 0..4 {
                 c.recv_with(&mut buf, Some(None)).unwrap();
                 assert_eq!(buf, payload(i, 12));
             }
@@ -1840,7 +1844,7 @@ mod loom_tests {
         });
     }
 
-    /// (c) The producer sends two messages and closes; the consumer, asleep
+    /// (c) The producer sends three messages and closes; the consumer, asleep
     /// or not, drains both and then gets `Disconnected`, never before.
     #[test]
     fn loom_close_after_sending_is_seen_after_the_last_message() {
@@ -1849,6 +1853,7 @@ mod loom_tests {
             let producer = thread::spawn(move || {
                 p.send_with(&payload(0, 4), Some(None)).unwrap();
                 p.send_with(&payload(1, 9), Some(None)).unwrap();
+                p.send_with(&payload(2, 16), Some(None)).unwrap();
                 p.core.close();
             });
             let mut buf = Vec::new();
@@ -1860,7 +1865,7 @@ mod loom_tests {
                     Err(e) => panic!("{e}"),
                 }
             }
-            assert_eq!(got, [payload(0, 4), payload(1, 9)]);
+            assert_eq!(got, [payload(0, 4), payload(1, 9), payload(2, 16)]);
             assert_eq!(c.core.peer_state(), PeerState::Closed);
             producer.join().unwrap();
         });
