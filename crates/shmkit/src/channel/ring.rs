@@ -73,11 +73,11 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::{LIVENESS_INTERVAL, SPIN, holder_alive, membarrier_ready, spin_until_for};
+use super::{LIVENESS_INTERVAL, SPIN, copy_bytes, holder_alive, membarrier_ready, spin_until_for};
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::registry::{self, ObjectKind, ProcessId};
 use crate::segment::{Lifetime, Segment, Target};
-use crate::sync::primitive::{Mapped, Memory, Ordering, Word};
+use crate::sync::primitive::{AtomicU32, AtomicU64, Mapped, Memory, Ordering, Word};
 
 const VERSION: u32 = 1;
 const TAIL: usize = 192;
@@ -227,13 +227,104 @@ pub enum PeerState {
     Died,
 }
 
+/// The accesses on the ring's paths that run for every message: `Memory`'s
+/// own (checked) by default, as for loom's model memory; for a real mapping
+/// the words are reached without a bounds check, because `Core` derives
+/// their offsets from constants and a validated capacity (a check there
+/// costs more than a tenth of the time of a message sent and received in
+/// one thread), and byte copies are checked with the panic out of line.
+trait RingMemory: Memory {
+    /// The 64-bit word at `offset`, as [`Memory::u64_at`].
+    ///
+    /// # Safety
+    ///
+    /// `offset` is a multiple of 8 and `offset + 8 <= self.len()`.
+    #[inline(always)]
+    unsafe fn word64(&self, offset: usize) -> &Self::W64 {
+        self.u64_at(offset)
+    }
+
+    /// The 32-bit word at `offset`, as [`Memory::u32_at`].
+    ///
+    /// # Safety
+    ///
+    /// `offset` is a multiple of 4 and `offset + 4 <= self.len()`.
+    #[inline(always)]
+    unsafe fn word32(&self, offset: usize) -> &Self::W32 {
+        self.u32_at(offset)
+    }
+
+    /// Copies `src` in at `offset`, as [`Memory::write`].
+    #[inline(always)]
+    fn copy_in(&self, offset: usize, src: &[u8]) {
+        self.write(offset, src)
+    }
+
+    /// Copies out at `offset`, as [`Memory::read`].
+    #[inline(always)]
+    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        self.read(offset, dst)
+    }
+}
+
+/// Whether `size` bytes at `offset`, aligned to `align`, lie inside `len`.
+#[inline(always)]
+fn inside(offset: usize, size: usize, align: usize, len: usize) -> bool {
+    offset.is_multiple_of(align) && offset <= len && size <= len - offset
+}
+
+#[cold]
+#[inline(never)]
+fn outside(offset: usize, size: usize, len: usize) -> ! {
+    panic!("shared access of {size} bytes at offset {offset} outside a region of {len} bytes")
+}
+
+impl RingMemory for Mapped {
+    #[inline(always)]
+    unsafe fn word64(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(inside(offset, 8, 8, self.len()));
+        // SAFETY: inside the region and 8-aligned (the caller's promise;
+        // the base is 8-aligned), valid as long as `self` (`Mapped::new`'s
+        // contract), and only ever accessed atomically.
+        unsafe { AtomicU64::from_ptr(self.base().as_ptr().add(offset).cast()) }
+    }
+
+    #[inline(always)]
+    unsafe fn word32(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(inside(offset, 4, 4, self.len()));
+        // SAFETY: as in `word64`, 4-aligned.
+        unsafe { AtomicU32::from_ptr(self.base().as_ptr().add(offset).cast()) }
+    }
+
+    #[inline(always)]
+    fn copy_in(&self, offset: usize, src: &[u8]) {
+        if !inside(offset, src.len(), 1, self.len()) {
+            outside(offset, src.len(), self.len());
+        }
+        // SAFETY: the destination is inside the region (checked); the
+        // source is private memory, so they do not overlap.
+        unsafe { copy_bytes(src.as_ptr(), self.base().as_ptr().add(offset), src.len()) }
+    }
+
+    #[inline(always)]
+    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        if !inside(offset, dst.len(), 1, self.len()) {
+            outside(offset, dst.len(), self.len());
+        }
+        // SAFETY: as in `copy_in`, the other way round.
+        unsafe { copy_bytes(self.base().as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
 /// What both ends share, over any [`Memory`]: the region, the ring's
 /// geometry, and one end's view of the other.
 #[derive(Debug)]
-struct Core<M: Memory> {
+struct Core<M: RingMemory> {
     mem: M,
     /// Bytes of the data area: a power of two, validated before use.
     capacity: u64,
+    /// `capacity - 1` without the low three bits: a header's index.
+    mask: u64,
     max_message: u64,
     /// The consumer publishes its position after this many bytes (and
     /// whenever it runs out of messages): `capacity / 16`.
@@ -248,7 +339,7 @@ struct Core<M: Memory> {
     spin: Duration,
 }
 
-impl<M: Memory> Core<M> {
+impl<M: RingMemory> Core<M> {
     /// The ring of `capacity` data bytes in `mem`, seen from `side`.
     ///
     /// # Panics
@@ -264,6 +355,7 @@ impl<M: Memory> Core<M> {
         Core {
             mem,
             capacity,
+            mask: (capacity - 1) & !7,
             max_message: capacity / 2 - 16,
             batch: capacity / 16,
             side,
@@ -273,14 +365,22 @@ impl<M: Memory> Core<M> {
         }
     }
 
+    /// A 64-bit word of the fixed lines below the data area (the offsets
+    /// are constants, so the check folds away).
     #[inline(always)]
     fn u64_at(&self, offset: usize) -> &M::W64 {
-        self.mem.u64_at(offset)
+        assert!(offset.is_multiple_of(8) && offset + 8 <= DATA);
+        // SAFETY: below DATA (asserted), and the region holds at least
+        // DATA + capacity bytes (`Core::new`).
+        unsafe { self.mem.word64(offset) }
     }
 
+    /// A 32-bit word of the fixed lines below the data area.
     #[inline(always)]
     fn u32_at(&self, offset: usize) -> &M::W32 {
-        self.mem.u32_at(offset)
+        assert!(offset.is_multiple_of(4) && offset + 4 <= DATA);
+        // SAFETY: as in `u64_at`.
+        unsafe { self.mem.word32(offset) }
     }
 
     /// Where in the region the byte at position `pos` is.
@@ -292,7 +392,11 @@ impl<M: Memory> Core<M> {
     /// The header word for position `pos` (a multiple of 8).
     #[inline(always)]
     fn header_at(&self, pos: u64) -> &M::W64 {
-        self.mem.u64_at(self.offset(pos))
+        // SAFETY: `mask` keeps the offset 8-aligned and at most
+        // `capacity - 8` bytes into the data area, and the region holds at
+        // least DATA + capacity bytes (`Core::new`). For a position that is
+        // a multiple of 8 (all of them) this is `offset(pos)`.
+        unsafe { self.mem.word64(DATA + (pos & self.mask) as usize) }
     }
 
     #[inline(always)]
@@ -441,7 +545,7 @@ impl<M: Memory> Core<M> {
 
 /// The producer's protocol.
 #[derive(Debug)]
-struct Producer<M: Memory> {
+struct Producer<M: RingMemory> {
     core: Core<M>,
     /// Where the next message goes (private copy of the shared `tail`).
     tail: u64,
@@ -449,7 +553,7 @@ struct Producer<M: Memory> {
     cached_head: u64,
 }
 
-impl<M: Memory> Producer<M> {
+impl<M: RingMemory> Producer<M> {
     /// Takes over the producer's position from shared memory.
     fn new(core: Core<M>) -> Result<Producer<M>> {
         let (tail, head) = Self::positions(&core)?;
@@ -586,7 +690,7 @@ impl<M: Memory> Producer<M> {
         let (pad, len) = self.reserve(data.len(), deadline)?;
         // The reservation guarantees `len` free bytes after the header at
         // `tail + pad`, inside one lap (no wrap).
-        self.core.mem.write(self.payload_offset(pad), data);
+        self.core.mem.copy_in(self.payload_offset(pad), data);
         self.publish(pad, len);
         Ok(())
     }
@@ -594,7 +698,7 @@ impl<M: Memory> Producer<M> {
 
 /// The consumer's protocol.
 #[derive(Debug)]
-struct Consumer<M: Memory> {
+struct Consumer<M: RingMemory> {
     core: Core<M>,
     /// Where the next message's header is (private copy of `head`).
     head: u64,
@@ -608,7 +712,7 @@ struct Consumer<M: Memory> {
     broken: bool,
 }
 
-impl<M: Memory> Consumer<M> {
+impl<M: RingMemory> Consumer<M> {
     /// Takes over the consumer's position from shared memory.
     fn new(core: Core<M>) -> Result<Consumer<M>> {
         let head = Self::position(&core)?;
@@ -758,7 +862,7 @@ impl<M: Memory> Consumer<M> {
             buf.truncate(n);
         }
         // `wait` checked that the message lies inside the data area.
-        self.core.mem.read(self.core.offset(pos + HEADER), buf);
+        self.core.mem.copy_out(self.core.offset(pos + HEADER), buf);
         self.release(pos, len);
         Ok(n)
     }
@@ -1001,7 +1105,7 @@ impl Loan<'_> {
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         match offset.checked_add(data.len()) {
             // Inside the reserved, contiguous message area.
-            Some(end) if end <= self.len => self.sender.inner.core.mem.write(self.offset + offset, data),
+            Some(end) if end <= self.len => self.sender.inner.core.mem.copy_in(self.offset + offset, data),
             _ => {
                 return Err(self.sender.inner.core.err(
                     Op::Send,
@@ -1209,7 +1313,7 @@ impl Message<'_> {
         match offset.checked_add(buf.len()) {
             // Inside the message, which `wait` checked lies inside the data
             // area.
-            Some(end) if end as u64 <= self.len => self.receiver.inner.core.mem.read(self.offset + offset, buf),
+            Some(end) if end as u64 <= self.len => self.receiver.inner.core.mem.copy_out(self.offset + offset, buf),
             _ => {
                 return Err(self.receiver.inner.core.err(
                     Op::Recv,
@@ -1670,6 +1774,8 @@ mod loom_tests {
             if len == 0 { &[] } else { &self.shadow.0[offset / 8..(offset + len).div_ceil(8)] }
         }
     }
+
+    impl RingMemory for Shared {}
 
     impl Memory for Shared {
         type W32 = <LoomMemory as Memory>::W32;
