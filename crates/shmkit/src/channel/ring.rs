@@ -53,8 +53,8 @@
 //!
 //! # One protocol, three memories
 //!
-//! The lock-free protocol is written once, over
-//! [`Memory`](crate::sync::primitive::Memory): the ends' shared state and
+//! The lock-free protocol is written once, over the crate's one door to
+//! shared words (`sync::primitive::Memory`): the ends' shared state and
 //! methods (`Core`, with the producer's `Producer` and the consumer's
 //! `Consumer`) are generic, and [`Sender`] and [`Receiver`] wrap them over a
 //! real mapping, with the segment, the claims and liveness. The unit tests
