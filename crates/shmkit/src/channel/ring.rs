@@ -1499,6 +1499,7 @@ mod tests {
 
     #[test]
     fn heap_ring_publishes_head_in_batches_and_when_dry() {
+        let _dog = watchdog("heap_ring_publishes_head_in_batches_and_when_dry");
         let capacity = 4096;
         let heap = Heap::new(capacity);
         let (mut p, mut c) = ends(&heap, capacity);
@@ -1531,6 +1532,7 @@ mod tests {
 
     #[test]
     fn heap_ring_close_drains_then_disconnects_and_refuses_oversized() {
+        let _dog = watchdog("heap_ring_close_drains_then_disconnects_and_refuses_oversized");
         let capacity = 256;
         let heap = Heap::new(capacity);
         let (mut p, mut c) = ends(&heap, capacity);
