@@ -334,7 +334,7 @@ struct Core<M: RingMemory> {
     label: Box<str>,
     /// When the peer's liveness was last read from `/proc` (a file read, far
     /// too slow for every poll), and what it said.
-    checked: Cell<Option<(Instant, bool)>>,
+    checked: Cell<Option<(Instant, ProcessId, bool)>>,
     /// How long a wait spins before it sleeps.
     spin: Duration,
 }
@@ -420,16 +420,21 @@ impl<M: RingMemory> Core<M> {
         match self.end_state(self.side.other()).load(Ordering::Acquire) {
             CLOSED => true,
             ACTIVE => {
-                if let Some((_, gone)) = self.checked.get().filter(|(at, _)| at.elapsed() < Duration::from_millis(10)) {
-                    return gone;
-                }
                 let pid = self.u32_at(other + PID).load(Ordering::Acquire);
                 if pid == 0 {
                     return false;
                 }
                 let start = self.u64_at(other + START).load(Ordering::Acquire);
+                let holder = ProcessId { pid, start };
+                // The cached answer is about one holder: a new process that
+                // took the end over since is asked about afresh.
+                if let Some((_, _, gone)) =
+                    self.checked.get().filter(|&(at, who, _)| who == holder && at.elapsed() < Duration::from_millis(10))
+                {
+                    return gone;
+                }
                 let gone = !holder_alive(pid, start);
-                self.checked.set(Some((Instant::now(), gone)));
+                self.checked.set(Some((Instant::now(), holder, gone)));
                 gone
             }
             _ => false,
@@ -568,8 +573,41 @@ impl<M: RingMemory> Producer<M> {
         if !tail.is_multiple_of(8) || tail > MAX_POSITION {
             return Err(core.corrupt(Op::Open, format!("producer position {tail}")));
         }
+        let tail = Self::published_end(core, tail);
+        if tail != core.u64_at(TAIL).load(Ordering::Relaxed) {
+            core.u64_at(TAIL).store(tail, Ordering::Release);
+        }
         Self::check_head(core, tail, head)?;
         Ok((tail, head))
+    }
+
+    /// Where the last published message ends, starting from the shared
+    /// `tail`. A producer killed between storing a message's header and
+    /// storing `tail` leaves one message (after at most one padding header)
+    /// past `tail`, which the consumer may already have read: skip over
+    /// headers that carry their position's stamp and a valid length.
+    fn published_end(core: &Core<M>, tail: u64) -> u64 {
+        let mut p = tail;
+        for _ in 0..2 {
+            let h = core.header_at(p).load(Ordering::Acquire);
+            if h >> 32 != stamp(p) {
+                break;
+            }
+            let len = h & 0xffff_ffff;
+            let index = p & (core.capacity - 1);
+            if len == u64::from(PAD) {
+                if index == 0 {
+                    break;
+                }
+                p += core.capacity - index;
+                continue;
+            }
+            if len <= core.max_message && index + HEADER + padded(len) <= core.capacity {
+                p += HEADER + padded(len);
+            }
+            break;
+        }
+        if p > MAX_POSITION { tail } else { p }
     }
 
     fn check_head(core: &Core<M>, tail: u64, head: u64) -> Result<()> {

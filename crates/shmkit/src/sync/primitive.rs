@@ -211,12 +211,18 @@ impl Mapped {
 
     #[inline(always)]
     fn check(&self, offset: usize, size: usize, align: usize) {
-        assert!(
-            offset.is_multiple_of(align) && offset <= self.len && size <= self.len - offset,
-            "shared access of {size} bytes at offset {offset} outside a region of {} bytes",
-            self.len
-        );
+        if !(offset.is_multiple_of(align) && offset <= self.len && size <= self.len - offset) {
+            out_of_range(offset, size, self.len);
+        }
     }
+}
+
+/// The panic of a failed bounds check, out of line so that the check costs
+/// a compare and a branch on the hot paths.
+#[cold]
+#[inline(never)]
+fn out_of_range(offset: usize, size: usize, len: usize) -> ! {
+    panic!("shared access of {size} bytes at offset {offset} outside a region of {len} bytes")
 }
 
 impl Memory for Mapped {
