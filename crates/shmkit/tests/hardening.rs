@@ -56,6 +56,67 @@ fn path_of(target: &Target) -> PathBuf {
 // A peer truncates what we map
 // ---------------------------------------------------------------------------
 
+/// A ring whose object a peer truncates to nothing while both ends wait:
+/// the consumer (asleep on an empty ring) and the producer (asleep on a
+/// full one) get `Truncated` instead of dying of `SIGBUS` or waiting for
+/// ever on pages that now read as zeros.
+#[test]
+fn a_ring_truncated_under_its_ends_gives_truncated() {
+    use shmkit::channel::ring::{self, Receiver, RingOptions, Sender};
+    let name = unique_name("ring-trunc");
+    let _guard = Remove(Target::posix(&ring::object_name(&name)).unwrap());
+    let mut rx = Receiver::open_or_create(&name, RingOptions::new().capacity(4096)).unwrap();
+    let mut tx = Sender::open(&name).unwrap();
+    let path = path_of(&Target::posix(&ring::object_name(&name)).unwrap());
+    let truncator = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    });
+    // Asleep on an empty ring when the object goes.
+    let err = rx.recv_timeout(&mut Vec::new(), WATCHDOG).unwrap_err();
+    truncator.join().unwrap();
+    assert!(matches!(err.kind(), ErrorKind::Truncated { .. }), "consumer: {err}");
+    // The producer fills what it believes is the ring, then waits for room
+    // that will never come: it must learn why.
+    let mut last = Ok(());
+    for _ in 0..10_000 {
+        last = tx.send_timeout(&[7u8; 64], WATCHDOG);
+        if last.is_err() {
+            break;
+        }
+    }
+    let err = last.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Truncated { .. }), "producer: {err}");
+}
+
+/// The same for a publish/subscribe service: a subscriber waiting for a
+/// sample and a publisher waiting for room learn `Truncated`.
+#[test]
+fn a_service_truncated_under_its_ends_gives_truncated() {
+    use shmkit::channel::pubsub::{self, PubSubOptions, Publisher, Subscriber};
+    let name = unique_name("ps-trunc");
+    let _guard = Remove(Target::posix(&pubsub::object_name(&name)).unwrap());
+    let mut publisher = Publisher::open_or_create(&name, PubSubOptions::new().slots(4).max_sample(8)).unwrap();
+    let mut sub = Subscriber::open(&name).unwrap();
+    let path = path_of(&Target::posix(&pubsub::object_name(&name)).unwrap());
+    let truncator = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    });
+    let err = sub.receive_timeout(WATCHDOG).map(|_| ()).unwrap_err();
+    truncator.join().unwrap();
+    assert!(matches!(err.kind(), ErrorKind::Truncated { .. }), "subscriber: {err}");
+    let mut last = Ok(());
+    for i in 0u64..10_000 {
+        last = publisher.publish_timeout(&i.to_ne_bytes(), WATCHDOG).map(|_| ());
+        if last.is_err() {
+            break;
+        }
+    }
+    let err = last.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Truncated { .. }), "publisher: {err}");
+}
+
 /// Truncates the file at `path` to `len` bytes, as a careless or hostile
 /// peer would. 10: open failed; 11: truncate failed.
 fn truncate(path: &Path, len: u64) -> i32 {

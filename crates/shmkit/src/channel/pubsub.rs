@@ -483,6 +483,10 @@ struct Core<M, L> {
     layout: Layout,
     label: String,
     live: L,
+    /// Raised by the `SIGBUS` guard when a peer truncated the object under
+    /// us (the lost pages read as zeros); checked where waits look at the
+    /// peers. `None` in models and unguarded mappings.
+    truncated: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl<M: std::fmt::Debug, L> std::fmt::Debug for Core<M, L> {
@@ -496,6 +500,17 @@ impl<M: std::fmt::Debug, L> std::fmt::Debug for Core<M, L> {
 }
 
 impl<M: Host, L: Fn(u32, u64) -> bool> Core<M, L> {
+    /// [`ErrorKind::Truncated`] once a peer truncated the object under us.
+    #[inline(always)]
+    fn check_truncated(&self, op: Op) -> Result<()> {
+        match self.truncated {
+            Some(flag) if flag.load(Ordering::Relaxed) => {
+                Err(self.err(op, ErrorKind::Truncated { size: self.mem.len() as u64 }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     #[inline(always)]
     fn u64_at(&self, offset: usize) -> &M::W64 {
         self.mem.u64_at(offset)
@@ -769,7 +784,8 @@ fn open_shared(
     // out and futex-waits (see `SubEnd::line`), never stores.
     let mem = unsafe { Mapped::new(seg.as_ptr(), layout.total, membarrier_ready()) };
     let label = seg.name().to_string();
-    Ok((seg, Core { mem, layout, label, live: holder_alive }))
+    let truncated = seg.truncation_flag();
+    Ok((seg, Core { mem, layout, label, live: holder_alive, truncated }))
 }
 
 /// The publisher's side of the protocol, over any [`Memory`].
@@ -906,6 +922,9 @@ impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
         if self.broken {
             return Err(self.core.corrupt(Op::Send, "an earlier scan found corrupt shared memory".into()));
         }
+        // A truncated object reads as zeros: no subscriber would ever hold
+        // us back again, and nobody would see what we publish.
+        self.core.check_truncated(Op::Send)?;
         let layout = &self.core.layout;
         if layout.policy == Policy::OverwriteOldest || self.next - self.cached_min < layout.slots {
             return Ok(());
@@ -1520,6 +1539,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
             if spun && !core.publisher_closed() && !deadline.is_some_and(expired) {
                 continue;
             }
+            self.core.check_truncated(Op::Recv)?;
             // The publisher publishes before it closes: look once more.
             if self.publisher_gone() {
                 return match self.poll()? {
@@ -2281,7 +2301,7 @@ mod loom_tests {
             slots_at,
             total,
         };
-        Core { mem: mem.clone(), layout, label: "model".into(), live: alive }
+        Core { mem: mem.clone(), layout, label: "model".into(), live: alive, truncated: None }
     }
 
     /// Sample `n`'s payload: `bytes` bytes that all say `n` (a torn read

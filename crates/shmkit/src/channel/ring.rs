@@ -337,6 +337,10 @@ struct Core<M: RingMemory> {
     checked: Cell<Option<(Instant, ProcessId, bool)>>,
     /// How long a wait spins before it sleeps.
     spin: Duration,
+    /// Raised by the `SIGBUS` guard when a peer truncated the object under
+    /// us (the lost pages now read as zeros); checked where waits look at
+    /// the peer's liveness. `None` in models and unguarded mappings.
+    truncated: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl<M: RingMemory> Core<M> {
@@ -362,6 +366,19 @@ impl<M: RingMemory> Core<M> {
             label: label.into(),
             checked: Cell::new(None),
             spin: SPIN,
+            truncated: None,
+        }
+    }
+
+    /// [`ErrorKind::Truncated`] once a peer truncated the object under us:
+    /// the lost pages read as zeros, which would look like an empty ring
+    /// for ever.
+    fn check_truncated(&self, op: Op) -> Result<()> {
+        match self.truncated {
+            Some(flag) if flag.load(Ordering::Relaxed) => {
+                Err(self.err(op, ErrorKind::Truncated { size: (DATA as u64 + self.capacity) }))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -687,6 +704,7 @@ impl<M: RingMemory> Producer<M> {
             if left == Some(Duration::ZERO) {
                 return Err(self.core.err(Op::Send, ErrorKind::Timeout));
             }
+            self.core.check_truncated(Op::Send)?;
             if self.core.peer_gone() {
                 return Err(self.core.err(Op::Send, ErrorKind::Disconnected));
             }
@@ -865,6 +883,7 @@ impl<M: RingMemory> Consumer<M> {
             if spun && !core.peer_closed() {
                 continue;
             }
+            core.check_truncated(Op::Recv)?;
             // The producer publishes before it closes: look once more.
             if core.peer_gone() {
                 return match self.poll()? {
@@ -974,7 +993,8 @@ fn open_shared(name: &str, options: Option<&RingOptions>, side: Side) -> Result<
     // end holds beside its `Core` (and every `Loan` or `Message` borrows the
     // end); the ring accesses it only atomically or by byte copies.
     let mem = unsafe { Mapped::new(seg.as_ptr(), seg.len(), membarrier_ready()) };
-    let core = Core::new(mem, capacity, side, seg.name());
+    let mut core = Core::new(mem, capacity, side, seg.name());
+    core.truncated = seg.truncation_flag();
     core.claim()?;
     Ok((seg, core))
 }

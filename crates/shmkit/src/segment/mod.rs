@@ -589,6 +589,13 @@ impl Segment {
         self.sigbus.as_ref().is_some_and(sys::sigbus::Guard::truncated)
     }
 
+    /// The flag behind [`truncated`](Self::truncated), for channels that
+    /// check it in their wait loops; `None` for unguarded mappings. Valid as
+    /// long as this segment is mapped.
+    pub(crate) fn truncation_flag(&self) -> Option<&'static std::sync::atomic::AtomicBool> {
+        self.sigbus.as_ref().map(sys::sigbus::Guard::flag)
+    }
+
     /// [`ErrorKind::Truncated`] if [`truncated`](Self::truncated): what
     /// channels call after reading shared memory through raw pointers.
     pub(crate) fn check_truncated(&self, op: Op) -> Result<()> {

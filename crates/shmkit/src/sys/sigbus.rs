@@ -155,6 +155,13 @@ impl Guard {
         TABLE[self.slot].truncated.load(Ordering::SeqCst)
     }
 
+    /// The flag [`truncated`](Self::truncated) reads, for code that keeps
+    /// it beside its own view of the mapping. Valid while this guard lives
+    /// (a freed slot is reused by the next mapping).
+    pub(crate) fn flag(&self) -> &'static AtomicBool {
+        &TABLE[self.slot].truncated
+    }
+
     /// The mapping moved or changed size (`mremap`).
     pub(crate) fn moved(&self, start: *const u8, len: usize) {
         let slot = &TABLE[self.slot];
