@@ -706,3 +706,32 @@ fn symlinks_planted_in_a_file_segments_directory_are_never_followed() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(!missing.exists(), "a dangling link was followed and its target created");
 }
+
+/// Channels follow the same rule: a ring or service that group or others
+/// may write is refused by a plain `open`, and opened when the options
+/// allow it.
+#[test]
+fn group_writable_channels_are_opened_only_when_allowed() {
+    use shmkit::channel::pubsub::{self, PubSubOptions, Publisher, Subscriber};
+    use shmkit::channel::ring::{self, Receiver, RingOptions, Sender};
+
+    let name = unique_name("ring-0660");
+    let _guard = Remove(Target::posix(&ring::object_name(&name)).unwrap());
+    let _rx = Receiver::open_or_create(&name, RingOptions::new().capacity(4096).mode(0o660)).unwrap();
+    let err = Sender::open(&name).unwrap_err();
+    assert!(untrusted(&err).is_some(), "plain open: {err}");
+    let err = Sender::open_or_create(&name, RingOptions::new().capacity(4096)).unwrap_err();
+    assert!(untrusted(&err).is_some(), "open_or_create without allowing: {err}");
+    let mut tx = Sender::open_or_create(&name, RingOptions::new().capacity(4096).allow_untrusted(true)).unwrap();
+    tx.send(b"hello").unwrap();
+
+    let name = unique_name("ps-0660");
+    let _guard = Remove(Target::posix(&pubsub::object_name(&name)).unwrap());
+    let _publisher = Publisher::open_or_create(&name, PubSubOptions::new().mode(0o660)).unwrap();
+    let err = Subscriber::open(&name).unwrap_err();
+    assert!(untrusted(&err).is_some(), "plain open: {err}");
+    let err = Publisher::open_or_create(&name, &PubSubOptions::new()).unwrap_err();
+    assert!(untrusted(&err).is_some(), "open_or_create without allowing: {err}");
+    let err = Publisher::open_or_create(&name, PubSubOptions::new().allow_untrusted(true)).unwrap_err();
+    assert!(untrusted(&err).is_none(), "allowed, so only the live publisher's claim refuses: {err}");
+}

@@ -283,6 +283,7 @@ pub struct PubSubOptions {
     policy: Policy,
     history: usize,
     mode: u32,
+    allow_untrusted: bool,
     type_name: [u8; TYPE_NAME_LEN],
     type_size: usize,
 }
@@ -296,6 +297,7 @@ impl Default for PubSubOptions {
             policy: Policy::BackPressure,
             history: 0,
             mode: 0o600,
+            allow_untrusted: false,
             type_name: [0; TYPE_NAME_LEN],
             type_size: 0,
         }
@@ -381,6 +383,16 @@ impl PubSubOptions {
     /// Permission bits of the shared-memory object (default 0600).
     pub fn mode(&mut self, mode: u32) -> &mut Self {
         self.mode = mode;
+        self
+    }
+
+    /// Accept an existing service that another user owns or that group or
+    /// others may write (see
+    /// [`SegmentOptions::allow_untrusted`](crate::SegmentOptions::allow_untrusted));
+    /// default `false`. A service shared between users (mode 0660, say)
+    /// needs it on the side that opens what the other created.
+    pub fn allow_untrusted(&mut self, allow: bool) -> &mut Self {
+        self.allow_untrusted = allow;
         self
     }
 }
@@ -678,9 +690,10 @@ fn open_shared(
             }
             let created = Segment::options().size(total).mode(opts.mode).lifetime(Lifetime::Persistent).create(&target);
             let mut seg = match created {
-                Err(e) if *e.kind() == ErrorKind::AlreadyExists => {
-                    Segment::options().lifetime(Lifetime::Persistent).open(&target)?
-                }
+                Err(e) if *e.kind() == ErrorKind::AlreadyExists => Segment::options()
+                    .lifetime(Lifetime::Persistent)
+                    .allow_untrusted(opts.allow_untrusted)
+                    .open(&target)?,
                 other => other?,
             };
             if seg.created() {

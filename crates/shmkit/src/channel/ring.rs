@@ -126,11 +126,12 @@ fn padded(len: u64) -> u64 {
 pub struct RingOptions {
     capacity: usize,
     mode: u32,
+    allow_untrusted: bool,
 }
 
 impl Default for RingOptions {
     fn default() -> Self {
-        RingOptions { capacity: 1 << 20, mode: 0o600 }
+        RingOptions { capacity: 1 << 20, mode: 0o600, allow_untrusted: false }
     }
 }
 
@@ -150,6 +151,16 @@ impl RingOptions {
     /// Permission bits of the shared-memory object (default 0600).
     pub fn mode(&mut self, mode: u32) -> &mut Self {
         self.mode = mode;
+        self
+    }
+
+    /// Accept an existing ring that another user owns or that group or
+    /// others may write (see
+    /// [`SegmentOptions::allow_untrusted`](crate::SegmentOptions::allow_untrusted));
+    /// default `false`. A ring shared between users (mode 0660, say) needs
+    /// it on the side that opens what the other created.
+    pub fn allow_untrusted(&mut self, allow: bool) -> &mut Self {
+        self.allow_untrusted = allow;
         self
     }
 }
@@ -949,9 +960,10 @@ fn open_shared(name: &str, options: Option<&RingOptions>, side: Side) -> Result<
             let created =
                 Segment::options().size(DATA + cap).mode(opts.mode).lifetime(Lifetime::Persistent).create(&target);
             let mut seg = match created {
-                Err(e) if *e.kind() == ErrorKind::AlreadyExists => {
-                    Segment::options().lifetime(Lifetime::Persistent).open(&target)?
-                }
+                Err(e) if *e.kind() == ErrorKind::AlreadyExists => Segment::options()
+                    .lifetime(Lifetime::Persistent)
+                    .allow_untrusted(opts.allow_untrusted)
+                    .open(&target)?,
                 other => other?,
             };
             if seg.created() {
