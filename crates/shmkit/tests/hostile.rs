@@ -292,7 +292,7 @@ fn flip(object: &str, seed: u64, stop: &AtomicBool, flipped: &AtomicU64) -> u64 
     let len = seg.len() as u64;
     let mut flips = 0;
     while !stop.load(Ordering::Relaxed) {
-        let at = if rand() % 4 == 0 { rand() % 1024.min(len) } else { rand() % len } as usize;
+        let at = if rand().is_multiple_of(4) { rand() % 1024.min(len) } else { rand() % len } as usize;
         let r = rand();
         match r % 4 {
             0 => seg.write_at(at, &[r as u8 >> 2]).unwrap(),
@@ -353,7 +353,7 @@ fn a_peer_flipping_bytes_while_a_ring_is_used_gets_errors_not_crashes() {
                     Err(e) if matches!(e.kind(), ErrorKind::Corrupt(_)) => corrupt += 1,
                     _ => {}
                 }
-                let result = if rand() % 2 == 0 {
+                let result = if rand().is_multiple_of(2) {
                     rx.try_recv(&mut buf)
                 } else {
                     rx.try_recv_ref().map(|m| {
@@ -427,7 +427,7 @@ fn a_peer_flipping_bytes_while_a_pubsub_service_is_used_gets_errors_not_crashes(
                     Err(e) if matches!(e.kind(), ErrorKind::Corrupt(_)) => corrupt += 1,
                     _ => {}
                 }
-                let result = if rand() % 2 == 0 {
+                let result = if rand().is_multiple_of(2) {
                     sub.try_receive_into(&mut buf).map(|_| buf.len())
                 } else {
                     sub.try_receive().map(|sample| {

@@ -44,7 +44,7 @@ const RR_MAX_CLIENTS: usize = 2;
 /// well-behaved object could hold, so reaching it means an endless loop.
 const RECEIVE_BOUND: usize = 1024;
 /// How long a request waits for its reply once the peer has patched.
-const PATCHED_TIMEOUT: Duration = Duration::from_millis(20);
+const PATCHED_TIMEOUT: Duration = Duration::from_millis(10);
 /// How long a request waits before the patches (nothing is wrong then).
 const CLEAN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -365,11 +365,11 @@ impl HeaderCase {
     pub fn decode(input: &mut Input<'_>) -> HeaderCase {
         let kind = input.u8();
         let extra = input.u8();
-        let base = if input.u8() % 4 == 0 { Some((0..192).map(|_| input.u8()).collect()) } else { None };
+        let base = if input.u8().is_multiple_of(4) { Some((0..192).map(|_| input.u8()).collect()) } else { None };
         let mut edits = Vec::new();
         let mut flips = Vec::new();
         while !input.is_empty() && edits.len() + flips.len() < 32 {
-            if input.u8() % 3 == 0 {
+            if input.u8().is_multiple_of(3) {
                 flips.push((input.u8(), input.u8()));
             } else {
                 edits.push((input.u8(), input.value()));
