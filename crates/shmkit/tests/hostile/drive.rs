@@ -687,6 +687,8 @@ pub fn ring(name: &str, case: &RingCase) -> Outcome {
             other => apply_generic(&mut seg, &anchors, other),
         }
     }
+    // What `shmkit ls` and `info` read.
+    let _ = registry::inspect(&seg);
     let mut corrupt = false;
     let mut steps = 0;
     loop {
@@ -943,6 +945,7 @@ pub fn pubsub(name: &str, case: &PubSubCase) -> Outcome {
             other => apply_generic(&mut seg, &anchors, other),
         }
     }
+    let _ = registry::inspect(&seg);
     let mut corrupt = false;
     let mut steps = 0;
     let mut last = None;
@@ -1016,8 +1019,21 @@ pub fn pubsub(name: &str, case: &PubSubCase) -> Outcome {
             }
         }
     }
-    drop(sub);
+    // The publisher reopened, as after a crash: it resumes from what the
+    // peer left.
     drop(publisher);
+    if !opener_waits(&seg) {
+        let publisher = Publisher::open(name);
+        out.open(&publisher);
+        if let Ok(mut publisher) = publisher {
+            for n in 0..3 {
+                if let Err(e) = publisher.try_publish(&sample(n)) {
+                    out.error(e.kind());
+                }
+            }
+        }
+    }
+    drop(sub);
     out
 }
 
@@ -1163,6 +1179,9 @@ pub fn reqrep(name: &str, case: &ReqRepCase) -> Outcome {
         if opener_waits(seg) {
             put(seg, 0, &2u32.to_ne_bytes());
         }
+    }
+    for seg in &segs {
+        let _ = registry::inspect(seg);
     }
     let patched = !case.patches.is_empty();
     let timeout = if patched { PATCHED_TIMEOUT } else { CLEAN_TIMEOUT };
