@@ -10,10 +10,16 @@
 //!   in `fuzz/`. Each case runs under a watchdog that aborts the process
 //!   (with the case) if it takes more than [`CASE_LIMIT`].
 //! - Threaded: a thread flips random bytes anywhere in a live ring or
-//!   service while this one sends and receives.
+//!   service while this one sends and receives (500 rounds in debug
+//!   builds, 2,000 in release builds).
+//! - The fuzz targets' input decoding on random bytes, and the inputs the
+//!   fuzzer once failed on, replayed.
+//! - What was found, reproduced (ignored until fixed: they panic in debug
+//!   builds).
 //!
 //! Cases per property: 10,000 in release builds, 1,000 in debug builds
-//! (`SHMKIT_HOSTILE_CASES` overrides both).
+//! (`SHMKIT_HOSTILE_CASES`, or proptest's own `PROPTEST_CASES`, overrides
+//! both).
 
 pub mod drive;
 

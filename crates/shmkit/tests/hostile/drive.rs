@@ -313,7 +313,7 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// A patch; `special` allows the kind-specific ones.
+    /// A patch (any kind; a kind-specific one is ignored by other kinds).
     pub fn patch(&mut self) -> Patch {
         match self.u8() % 4 {
             0 => Patch::Bytes {
