@@ -1093,13 +1093,28 @@ pub fn reqrep(name: &str, case: &ReqRepCase) -> Outcome {
     std::thread::scope(|s| {
         let serving = s.spawn(|| serve(&mut server, &stop));
         let mut reply = Vec::new();
-        for request in &requests[..before] {
-            let n = client.request_timeout(request, &mut reply, CLEAN_TIMEOUT).expect("a clean service answers");
-            assert_eq!(reply, answer(request), "a clean service answers the request");
-            assert_eq!(n, reply.len());
+        let mut failed = None;
+        for (i, request) in requests[..before].iter().enumerate() {
+            let started = Instant::now();
+            match client.request_timeout(request, &mut reply, CLEAN_TIMEOUT) {
+                Ok(n) => {
+                    assert_eq!(reply, answer(request), "a clean service answers the request");
+                    assert_eq!(n, reply.len());
+                }
+                Err(e) => {
+                    failed = Some(format!("request {i} of {before}: {e} after {:?}", started.elapsed()));
+                    break;
+                }
+            }
         }
         stop.store(true, Ordering::SeqCst);
-        generation = serving.join().expect("the server thread").1;
+        let (server_out, seen) = serving.join().expect("the server thread");
+        // With what the server saw, to tell a starved machine from a
+        // server that dropped a live client.
+        if let Some(failed) = failed {
+            panic!("a clean service did not answer: {failed}; the server saw {server_out:?}, generation {seen:?}");
+        }
+        generation = seen;
     });
     out.data += before as u64;
     let generation = generation.expect("the server saw the requests");
