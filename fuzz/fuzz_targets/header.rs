@@ -1,0 +1,22 @@
+//! Fuzz target `header`: an object's first bytes rewritten, then every endpoint opened on it.
+//! The input is decoded into a case by `drive` (shared with the proptest
+//! properties in `crates/shmkit/tests/hostile.rs`); a broken rule panics.
+
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../crates/shmkit/tests/hostile/drive.rs"]
+mod drive;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fresh object name per input: this process's id and a counter.
+fn name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("shmkit-fuzz-{}-{}-header", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let mut input = drive::Input::new(data);
+    let _ = drive::header(&name(), &drive::HeaderCase::decode(&mut input));
+});
