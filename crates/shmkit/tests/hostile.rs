@@ -14,8 +14,8 @@
 //!   builds, 2,000 in release builds).
 //! - The fuzz targets' input decoding on random bytes, and the inputs the
 //!   fuzzer once failed on, replayed.
-//! - What was found, reproduced (ignored until fixed: they panic in debug
-//!   builds).
+//! - What was found, kept as regression tests (each panicked in debug
+//!   builds or used a misaligned atomic before its fix).
 //!
 //! Cases per property: 10,000 in release builds, 1,000 in debug builds
 //! (`SHMKIT_HOSTILE_CASES`, or proptest's own `PROPTEST_CASES`, overrides
@@ -503,14 +503,12 @@ fn a_peer_flipping_bytes_while_a_pubsub_service_is_used_gets_errors_not_crashes(
 // ---------------------------------------------------------------- found
 
 /// A sender blocked on a full ring keeps re-reading the consumer's `head`
-/// while it spins and before it sleeps (`reserve_slow`'s two closures in
-/// ring.rs) and computes `tail + total - head` without the check that
-/// `has_room` makes (`validate_head`). A peer that stores a `head` beyond
-/// `tail` there makes the subtraction overflow: a panic ("attempt to
-/// subtract with overflow") in builds with overflow checks (debug, the test
-/// suite); release builds wrap, wait, and then report the corruption.
+/// while it spins and before it sleeps (`reserve_slow`'s closures in
+/// ring.rs). It used to compute `tail + total - head` without the check
+/// that `has_room` makes, so a peer storing a `head` beyond `tail` made the
+/// subtraction overflow (a panic in debug builds). Fixed: the closures
+/// compute it checked and let `has_room` report the corruption.
 #[test]
-#[ignore = "bug: ring Sender::send_timeout subtracts an unvalidated shared head in reserve_slow's spin/park closures (overflow panic in debug builds)"]
 fn a_blocked_sender_gets_an_error_when_a_peer_moves_head_past_tail() {
     let name = util::unique_name("head-past-tail");
     let object = ring::object_name(&name);
@@ -556,14 +554,12 @@ proptest! {
     }
 }
 
-/// The consumer's `head` a reopening consumer starts from: any multiple of
-/// 8 is taken (`Receiver::from_shared`). At the top of the counter's range,
-/// with a message header stamped for that position (a peer can compute
-/// the stamp), receiving it computes `pos + 8 + padded(len)` in
-/// `Receiver::release` and overflows: a panic in builds with overflow
-/// checks; release builds wrap to position 0.
+/// The consumer's `head` a reopening consumer starts from used to be taken
+/// if it was a multiple of 8. At the top of the counter's range, with a
+/// message header stamped for that position (a peer can compute the
+/// stamp), receiving it computed `pos + 8 + padded(len)` and overflowed (a
+/// panic in debug builds). Fixed: positions above 2^62 are refused at open.
 #[test]
-#[ignore = "bug: ring Receiver::open accepts a head near u64::MAX; receiving there overflows (panic in debug builds)"]
 fn a_consumer_reopened_at_the_end_of_the_position_range_gets_an_error() {
     let name = util::unique_name("head-at-end");
     let object = ring::object_name(&name);
@@ -593,11 +589,9 @@ fn a_consumer_reopened_at_the_end_of_the_position_range_gets_an_error() {
 }
 
 /// The same for a reopening producer: `tail` and `head` both near the top
-/// of the range pass `validate_head`, and the next send computes
-/// `tail + total` in `Sender::reserve` and overflows (a panic in builds
-/// with overflow checks).
+/// of the range used to pass, and the next send overflowed `tail + total`.
+/// Fixed as above.
 #[test]
-#[ignore = "bug: ring Sender::open accepts a tail near u64::MAX; the next send overflows (panic in debug builds)"]
 fn a_producer_reopened_at_the_end_of_the_position_range_gets_an_error() {
     let name = util::unique_name("tail-at-end");
     let object = ring::object_name(&name);
@@ -665,15 +659,13 @@ fn fuzz_findings_replay() {
     }
 }
 
-/// A reopening producer takes `tail` from shared memory checking only
-/// `head` against it (`Sender::from_shared`, `validate_head`): a `tail`
-/// that is not a multiple of 8 passes, and the next send stores message
-/// headers at unaligned offsets (`header_at` → `u64_at`): the debug
-/// assertion there fails (a panic in debug builds), and in release builds
-/// an `AtomicU64` is made from an unaligned pointer, which is undefined
-/// behaviour. Found by the ring property's reopen phase.
+/// A reopening producer used to take `tail` from shared memory checking
+/// only `head` against it: a `tail` that is not a multiple of 8 passed, and
+/// the next send stored message headers at unaligned offsets (a debug
+/// assertion in debug builds; an `AtomicU64` made from an unaligned pointer,
+/// undefined behaviour, in release builds). Found by the ring property's
+/// reopen phase; fixed: an unaligned position is `Corrupt` at open.
 #[test]
-#[ignore = "bug: ring Sender::open accepts an unaligned tail; sends then use unaligned atomics (debug assertion panic; UB in release)"]
 fn a_producer_reopened_at_an_unaligned_tail_gets_an_error() {
     let name = util::unique_name("tail-unaligned");
     let object = ring::object_name(&name);

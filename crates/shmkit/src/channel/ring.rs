@@ -705,10 +705,14 @@ impl<M: RingMemory> Producer<M> {
                 return Err(self.core.err(Op::Send, ErrorKind::WouldBlock));
             };
             let (core, tail) = (&self.core, self.tail);
-            if spin_until_for(core.spin, || {
+            // Room, or a `head` that does not make sense: either way the
+            // loop goes round and `has_room` validates it. (The peer writes
+            // `head`: `tail + total - head` must not be computed unchecked.)
+            let room = || {
                 let head = core.u64_at(HEAD).load(Ordering::Acquire);
-                tail + total - head <= core.capacity
-            }) {
+                (tail + total).checked_sub(head).is_none_or(|used| used <= core.capacity)
+            };
+            if spin_until_for(core.spin, room) {
                 continue;
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -720,8 +724,7 @@ impl<M: RingMemory> Producer<M> {
                 return Err(self.core.err(Op::Send, ErrorKind::Disconnected));
             }
             core.park(PRODUCER_SLEEPING, left, || {
-                let head = core.u64_at(HEAD).load(Ordering::Acquire);
-                tail + total - head <= core.capacity || core.end_state(Side::Consumer).load(Ordering::Relaxed) == CLOSED
+                room() || core.end_state(Side::Consumer).load(Ordering::Relaxed) == CLOSED
             });
         }
     }
