@@ -48,6 +48,13 @@ else
   echo "SKIPPED: no nightly toolchain with Miri on this machine (ci/install.sh could not install it)"
 fi
 
+step "fuzz: every cargo-fuzz target for 20 s"
+if cargo +nightly fuzz --version >/dev/null 2>&1; then
+  bash ci/fuzz.sh 20
+else
+  echo "SKIPPED: no nightly toolchain with cargo-fuzz on this machine (ci/install.sh could not install it)"
+fi
+
 step "leak check: no IPC object or temp file left by the tests"
 after=$(mktemp)
 snapshot >"$after"

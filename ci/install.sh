@@ -30,6 +30,13 @@ if ! cargo +nightly miri --version >/dev/null 2>&1; then
     || echo "warning: nightly with Miri could not be installed; the Miri step will be skipped" >&2
 fi
 
+# cargo-fuzz drives the fuzz targets in fuzz/ (nightly). Skipped with a
+# message by ci/all.sh if it cannot be had.
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked \
+    || echo "warning: cargo-fuzz could not be installed; the fuzz step will be skipped" >&2
+fi
+
 cargo --version
 cc --version | head -1
 cargo +nightly miri --version 2>/dev/null || true
