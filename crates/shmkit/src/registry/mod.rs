@@ -103,8 +103,13 @@ impl ProcessId {
             return false;
         }
         match sys::proc::process_start(self.pid) {
-            Some(('Z' | 'X', _)) | None => false,
+            Some(('Z' | 'X', _)) => false,
             Some((_, start)) => self.start == 0 || start == self.start,
+            // `/proc` could not tell (gone, or unreadable: hidden by
+            // `hidepid`, out of file descriptors): a live peer must not be
+            // declared dead for that, so ask the kernel whether the pid
+            // exists at all.
+            None => sys::proc::pid_exists(self.pid),
         }
     }
 }

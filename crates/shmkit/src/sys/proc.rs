@@ -81,6 +81,14 @@ pub(crate) fn process_start(pid: u32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// Whether a process with this pid exists (`kill(pid, 0)`): for when
+/// `/proc` cannot say (not mounted, hidden by `hidepid`, or out of file
+/// descriptors). A process of another user exists too (`EPERM`).
+pub(crate) fn pid_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else { return false };
+    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+}
+
 /// The unix time now, in seconds.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
