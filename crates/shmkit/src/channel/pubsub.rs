@@ -2154,7 +2154,6 @@ mod loom_tests {
     use std::thread::LocalKey;
     use std::time::{Duration, Instant};
 
-    use loom::sync::{Condvar, Mutex};
     use loom::thread;
 
     use super::*;
@@ -2177,30 +2176,19 @@ mod loom_tests {
         counter.with(Cell::get)
     }
 
-    /// Model memory shared by the ends of one execution, with futexes of
-    /// its own. (`LoomMemory`'s futex counts releases per word, so a waiter
-    /// that arrives after a wake can take the release meant for one that
-    /// slept before it, which then sleeps on: a lost wake-up the kernel
-    /// never causes, and a false deadlock of two subscribers on `notify`.
-    /// Here each wake releases the sleepers it found, by ticket.)
+    /// Model memory shared by the ends of one execution (`LoomMemory`,
+    /// whose futex wakes queued sleepers by ticket, so a lost wake-up is a
+    /// deadlock of the model).
     ///
     /// `reap`: whether liveness is read every time the protocol asks (as if
     /// `PROC_INTERVAL` had always passed); otherwise only the first time
     /// (fewer interleavings where reclamation is not what is checked).
     #[derive(Debug, Clone)]
-    struct Model(Arc<(LoomMemory, Mutex<Futexes>, Condvar)>, bool);
-
-    /// Sleepers by word address and ticket, and the tickets woken.
-    #[derive(Debug, Default)]
-    struct Futexes {
-        next: u64,
-        sleeping: Vec<(usize, u64)>,
-        woken: Vec<u64>,
-    }
+    struct Model(Arc<LoomMemory>, bool);
 
     impl Model {
         fn new(len: usize, reap: bool) -> Model {
-            Model(Arc::new((LoomMemory::new(len), Mutex::new(Futexes::default()), Condvar::new())), reap)
+            Model(Arc::new(LoomMemory::new(len)), reap)
         }
     }
 
@@ -2209,64 +2197,37 @@ mod loom_tests {
         type W64 = loom::sync::atomic::AtomicU64;
 
         fn len(&self) -> usize {
-            self.0.0.len()
+            self.0.len()
         }
         fn u32_at(&self, offset: usize) -> &Self::W32 {
-            self.0.0.u32_at(offset)
+            self.0.u32_at(offset)
         }
         fn u64_at(&self, offset: usize) -> &Self::W64 {
-            self.0.0.u64_at(offset)
+            self.0.u64_at(offset)
         }
         fn write(&self, offset: usize, src: &[u8]) {
-            self.0.0.write(offset, src)
+            self.0.write(offset, src)
         }
         fn read(&self, offset: usize, dst: &mut [u8]) {
-            self.0.0.read(offset, dst)
+            self.0.read(offset, dst)
         }
         fn fence(&self, order: Ordering) {
-            self.0.0.fence(order)
+            self.0.fence(order)
         }
         fn light_fence(&self) {
-            self.0.0.light_fence()
+            self.0.light_fence()
         }
         fn heavy_fence(&self) {
-            self.0.0.heavy_fence()
+            self.0.heavy_fence()
         }
-        fn wait(&self, word: &Self::W32, expected: u32, _timeout: Option<Duration>) {
-            // The timeout is ignored: a lost wake-up is a deadlock.
-            let addr = word as *const Self::W32 as usize;
-            let mut futexes = self.0.1.lock().unwrap();
-            if Word::load(word, Ordering::SeqCst) != expected {
-                return;
-            }
-            let ticket = futexes.next;
-            futexes.next += 1;
-            futexes.sleeping.push((addr, ticket));
-            loop {
-                if let Some(i) = futexes.woken.iter().position(|&t| t == ticket) {
-                    futexes.woken.swap_remove(i);
-                    return;
-                }
-                futexes = self.0.2.wait(futexes).unwrap();
-            }
+        fn wait(&self, word: &Self::W32, expected: u32, timeout: Option<Duration>) {
+            self.0.wait(word, expected, timeout)
         }
         fn wake(&self, word: &Self::W32, count: u32) -> usize {
-            let addr = word as *const Self::W32 as usize;
-            let mut futexes = self.0.1.lock().unwrap();
-            let mut woken = 0;
-            while woken < count as usize {
-                let Some(i) = futexes.sleeping.iter().position(|&(a, _)| a == addr) else { break };
-                let (_, ticket) = futexes.sleeping.remove(i);
-                futexes.woken.push(ticket);
-                woken += 1;
-            }
-            if woken > 0 {
-                self.0.2.notify_all();
-            }
-            woken
+            self.0.wake(word, count)
         }
         fn pause(&self) {
-            self.0.0.pause()
+            self.0.pause()
         }
     }
 

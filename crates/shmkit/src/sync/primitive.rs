@@ -15,8 +15,6 @@
 //! relaxed accesses: if an algorithm published a payload without the right
 //! release/acquire pair, the model would show a reader stale bytes.
 
-#![allow(dead_code)]
-
 use std::ptr::NonNull;
 use std::time::Duration;
 
