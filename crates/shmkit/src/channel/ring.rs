@@ -73,7 +73,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::{LIVENESS_INTERVAL, SPIN, copy_bytes, holder_alive, membarrier_ready, spin_until_for};
+use super::{LIVENESS_INTERVAL, SPIN, holder_alive, membarrier_ready, spin_until_for};
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::registry::{self, ObjectKind, ProcessId};
 use crate::segment::{Lifetime, Segment, Target};
@@ -243,7 +243,8 @@ pub enum PeerState {
 /// the words are reached without a bounds check, because `Core` derives
 /// their offsets from constants and a validated capacity (a check there
 /// costs more than a tenth of the time of a message sent and received in
-/// one thread), and byte copies are checked with the panic out of line.
+/// one thread). Byte copies use `Memory`'s own, whose check panics out of
+/// line.
 trait RingMemory: Memory {
     /// The 64-bit word at `offset`, as [`Memory::u64_at`].
     ///
@@ -264,36 +265,12 @@ trait RingMemory: Memory {
     unsafe fn word32(&self, offset: usize) -> &Self::W32 {
         self.u32_at(offset)
     }
-
-    /// Copies `src` in at `offset`, as [`Memory::write`].
-    #[inline(always)]
-    fn copy_in(&self, offset: usize, src: &[u8]) {
-        self.write(offset, src)
-    }
-
-    /// Copies out at `offset`, as [`Memory::read`].
-    #[inline(always)]
-    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        self.read(offset, dst)
-    }
-}
-
-/// Whether `size` bytes at `offset`, aligned to `align`, lie inside `len`.
-#[inline(always)]
-fn inside(offset: usize, size: usize, align: usize, len: usize) -> bool {
-    offset.is_multiple_of(align) && offset <= len && size <= len - offset
-}
-
-#[cold]
-#[inline(never)]
-fn outside(offset: usize, size: usize, len: usize) -> ! {
-    panic!("shared access of {size} bytes at offset {offset} outside a region of {len} bytes")
 }
 
 impl RingMemory for Mapped {
     #[inline(always)]
     unsafe fn word64(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(inside(offset, 8, 8, self.len()));
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= self.len());
         // SAFETY: inside the region and 8-aligned (the caller's promise;
         // the base is 8-aligned), valid as long as `self` (`Mapped::new`'s
         // contract), and only ever accessed atomically.
@@ -302,28 +279,9 @@ impl RingMemory for Mapped {
 
     #[inline(always)]
     unsafe fn word32(&self, offset: usize) -> &AtomicU32 {
-        debug_assert!(inside(offset, 4, 4, self.len()));
+        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= self.len());
         // SAFETY: as in `word64`, 4-aligned.
         unsafe { AtomicU32::from_ptr(self.base().as_ptr().add(offset).cast()) }
-    }
-
-    #[inline(always)]
-    fn copy_in(&self, offset: usize, src: &[u8]) {
-        if !inside(offset, src.len(), 1, self.len()) {
-            outside(offset, src.len(), self.len());
-        }
-        // SAFETY: the destination is inside the region (checked); the
-        // source is private memory, so they do not overlap.
-        unsafe { copy_bytes(src.as_ptr(), self.base().as_ptr().add(offset), src.len()) }
-    }
-
-    #[inline(always)]
-    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        if !inside(offset, dst.len(), 1, self.len()) {
-            outside(offset, dst.len(), self.len());
-        }
-        // SAFETY: as in `copy_in`, the other way round.
-        unsafe { copy_bytes(self.base().as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
     }
 }
 
@@ -760,7 +718,7 @@ impl<M: RingMemory> Producer<M> {
         let (pad, len) = self.reserve(data.len(), deadline)?;
         // The reservation guarantees `len` free bytes after the header at
         // `tail + pad`, inside one lap (no wrap).
-        self.core.mem.copy_in(self.payload_offset(pad), data);
+        self.core.mem.write(self.payload_offset(pad), data);
         self.publish(pad, len);
         Ok(())
     }
@@ -933,7 +891,7 @@ impl<M: RingMemory> Consumer<M> {
             buf.truncate(n);
         }
         // `wait` checked that the message lies inside the data area.
-        self.core.mem.copy_out(self.core.offset(pos + HEADER), buf);
+        self.core.mem.read(self.core.offset(pos + HEADER), buf);
         self.release(pos, len);
         Ok(n)
     }
@@ -1178,7 +1136,7 @@ impl Loan<'_> {
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         match offset.checked_add(data.len()) {
             // Inside the reserved, contiguous message area.
-            Some(end) if end <= self.len => self.sender.inner.core.mem.copy_in(self.offset + offset, data),
+            Some(end) if end <= self.len => self.sender.inner.core.mem.write(self.offset + offset, data),
             _ => {
                 return Err(self.sender.inner.core.err(
                     Op::Send,
@@ -1386,7 +1344,7 @@ impl Message<'_> {
         match offset.checked_add(buf.len()) {
             // Inside the message, which `wait` checked lies inside the data
             // area.
-            Some(end) if end as u64 <= self.len => self.receiver.inner.core.mem.copy_out(self.offset + offset, buf),
+            Some(end) if end as u64 <= self.len => self.receiver.inner.core.mem.read(self.offset + offset, buf),
             _ => {
                 return Err(self.receiver.inner.core.err(
                     Op::Recv,
