@@ -67,7 +67,7 @@ pub(crate) enum Command {
     Recv(RecvArgs),
     /// Measure shmkit against every classic IPC mechanism on this machine
     #[command(
-        after_help = "Examples:\n  shmkit bench --quick\n  shmkit bench --json > results.json\n  shmkit bench --svg bench.svg --with-peers bench/peers/target/release/shmkit-peers"
+        after_help = "Examples:\n  shmkit bench --quick\n  shmkit bench --json > results.json\n  shmkit bench --only ring,pubsub --size 8,4k\n  shmkit bench --svg bench.svg --with-peers bench/peers/target/release/shmkit-peers"
     )]
     Bench(BenchArgs),
     /// Print a shell completion script
@@ -219,6 +219,12 @@ pub(crate) struct BenchArgs {
     /// Run the peers' benchmark (iceoryx2; built with `cd bench/peers && cargo build --release`) and merge it
     #[arg(long, value_name = "BINARY")]
     pub(crate) with_peers: Option<std::path::PathBuf>,
+    /// Measure only these mechanisms (repeat or separate with commas); all by default
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "MECHANISM")]
+    pub(crate) only: Vec<crate::cmd::bench::Mechanism>,
+    /// Measure only these message sizes in bytes (8, 64, 4096, 65536, 1048576; k and M suffixes); all by default
+    #[arg(long, value_delimiter = ',', value_parser = parse_bench_size, value_name = "BYTES")]
+    pub(crate) size: Vec<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +272,15 @@ pub(crate) fn parse_size_or_zero(text: &str) -> Result<usize, String> {
         .filter(|&n| n <= isize::MAX as u64)
         .map(|n| n as usize)
         .ok_or_else(|| format!("{text:?} is too large for this machine"))
+}
+
+/// A message size the benchmark measures.
+fn parse_bench_size(text: &str) -> Result<usize, String> {
+    let sizes = crate::cmd::bench::SIZES;
+    match parse_size(text)? {
+        n if sizes.contains(&n) => Ok(n),
+        n => Err(format!("the benchmark measures {sizes:?} bytes, not {n}")),
+    }
 }
 
 pub(crate) fn parse_size(text: &str) -> Result<usize, String> {

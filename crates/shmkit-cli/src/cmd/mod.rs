@@ -1,6 +1,6 @@
 //! One function per verb; [`run`] dispatches.
 
-mod bench;
+pub(crate) mod bench;
 mod limits;
 mod ls;
 mod segment;

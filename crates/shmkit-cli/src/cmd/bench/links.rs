@@ -25,14 +25,18 @@ pub(crate) trait Endpoint {
     fn recv(&mut self, buf: &mut Vec<u8>, len: usize) -> io::Result<()>;
 }
 
-/// The mechanisms, in the order of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The mechanisms, in the order of the table (`--only` names them in
+/// kebab case: `ring`, `ring-blocking`, `pubsub`, `pipe`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Mechanism {
+    #[value(name = "ring")]
     RingSpin,
     RingBlocking,
+    #[value(name = "pubsub")]
     PubSub,
     Pipe,
     UnixStream,
+    #[value(name = "unix-dgram")]
     UnixDatagram,
     PosixMq,
     SysvMq,

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use self::links::{ALL, Mechanism, Resources};
+pub(crate) use self::links::Mechanism;
+use self::links::{ALL, Resources};
 use crate::cli::BenchArgs;
 
 /// Message sizes measured.
@@ -58,6 +59,8 @@ pub(crate) struct Cell {
     /// (messages, seconds) per stream repetition.
     pub(crate) streams: Vec<(f64, f64)>,
     pub(crate) unsupported: Option<String>,
+    /// Left out by `--only` or `--size`: not measured, not shown.
+    pub(crate) skipped: bool,
     pub(crate) error: Option<String>,
 }
 
@@ -242,6 +245,8 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     for (mi, m) in ALL.iter().enumerate() {
         for (si, &size) in SIZES.iter().enumerate() {
             cells[mi][si].unsupported = links::unsupported(*m, size);
+            cells[mi][si].skipped = !(args.only.is_empty() || args.only.contains(m))
+                || !(args.size.is_empty() || args.size.contains(&size));
         }
     }
     for rep in 0..plan.reps {
@@ -250,7 +255,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 bar.set_message(format!("{} {}", m.name(), report::size_name(size)));
                 bar.inc(1);
                 let cell = &mut cells[mi][si];
-                if cell.unsupported.is_some() || cell.error.is_some() {
+                if cell.skipped || cell.unsupported.is_some() || cell.error.is_some() {
                     continue;
                 }
                 let tag = format!("{tag}-{rep}-{mi}-{si}");

@@ -125,6 +125,9 @@ impl Report {
         for (mi, m) in ALL.iter().enumerate() {
             for (si, &size) in SIZES.iter().enumerate() {
                 let cell = &self.cells[mi][si];
+                if cell.skipped {
+                    continue;
+                }
                 let msgs = stream_rate(cell);
                 results.push(json!({
                     "mechanism": m.name(),
@@ -203,6 +206,9 @@ impl Report {
             let memcpy = self.floors.memcpy_bps[si];
             for (mi, m) in ALL.iter().enumerate() {
                 let cell = &self.cells[mi][si];
+                if cell.skipped {
+                    continue;
+                }
                 if let Some(why) = cell.unsupported.as_ref().or(cell.error.as_ref()) {
                     rows.push(vec![size_name(size), m.name().into(), format!("cannot: {why}")]);
                     continue;
@@ -259,7 +265,9 @@ impl Report {
                     "-".into(),
                 ]);
             }
-            rows.push(Vec::new());
+            if rows.last().is_some_and(|r| !r.is_empty()) {
+                rows.push(Vec::new());
+            }
         }
         let mut widths = header.iter().map(|h| h.len()).collect::<Vec<_>>();
         // Rows that say why a mechanism cannot run span the row; they do not
