@@ -563,10 +563,14 @@ impl<M: Host, L: Fn(u32, u64) -> bool> Core<M, L> {
         self.slot(n) + PAYLOAD
     }
 
+    #[cold]
+    #[inline(never)]
     fn err(&self, op: Op, kind: ErrorKind) -> Error {
         Error::new(op, self.label.as_str(), kind)
     }
 
+    #[cold]
+    #[inline(never)]
     fn corrupt(&self, op: Op, what: String) -> Error {
         self.err(op, ErrorKind::Corrupt(what))
     }
@@ -1142,6 +1146,7 @@ impl Publisher {
         self.end.core.active_subscribers()
     }
 
+    #[inline]
     fn loan_with(&mut self, deadline: Option<Option<Instant>>) -> Result<Loan<'_>> {
         self.end.reserve(deadline)?;
         let at = self.end.begin();
@@ -1161,6 +1166,7 @@ impl Publisher {
     /// # Errors
     ///
     /// [`ErrorKind::Corrupt`] if the subscriber table is corrupt.
+    #[inline]
     pub fn loan(&mut self) -> Result<Loan<'_>> {
         self.loan_with(Some(None))
     }
@@ -1262,6 +1268,7 @@ impl Loan<'_> {
     /// # Errors
     ///
     /// [`ErrorKind::MessageTooLarge`] above [`capacity`](Self::capacity).
+    #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<()> {
         if len > self.capacity {
             return Err(self
@@ -1279,6 +1286,7 @@ impl Loan<'_> {
     /// # Errors
     ///
     /// [`ErrorKind::OutOfBounds`] if it does not fit in the slot.
+    #[inline]
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         match offset.checked_add(data.len()) {
             // SAFETY: inside the slot's payload area; `data` is private.
@@ -1304,6 +1312,7 @@ impl Loan<'_> {
     /// # Errors
     ///
     /// [`ErrorKind::OutOfBounds`] if it does not fit in the slot.
+    #[inline]
     pub fn write<T: Pod>(&mut self, offset: usize, value: &T) -> Result<()> {
         self.write_at(offset, bytemuck::bytes_of(value))
     }
@@ -1321,6 +1330,7 @@ impl Loan<'_> {
     }
 
     /// Publishes the sample; returns its sequence number.
+    #[inline]
     pub fn publish(self) -> u64 {
         self.publisher.end.commit(self.len)
     }
@@ -1432,6 +1442,24 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     /// overwritten samples, counting them as missed.
     #[inline]
     fn poll(&mut self) -> Result<Option<(u64, usize)>> {
+        // The common case inline: the sample at the cursor is there.
+        let c = self.cursor;
+        if !self.broken
+            // SYNC POINT: as in `poll_slow`.
+            && self.core.seq(c).load(Ordering::Acquire) == done(c)
+        {
+            let len = self.core.len_word(c).load(Ordering::Relaxed);
+            if len <= self.core.layout.max_sample {
+                return Ok(Some((c, len as usize)));
+            }
+        }
+        self.poll_slow()
+    }
+
+    /// [`poll`](Self::poll) in full: errors, lapped cursors, samples not
+    /// yet there.
+    #[inline(never)]
+    fn poll_slow(&mut self) -> Result<Option<(u64, usize)>> {
         if self.broken {
             return Err(self.core.corrupt(Op::Recv, "an earlier sample was corrupt".into()));
         }
@@ -1539,7 +1567,17 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     }
 
     /// Waits until a sample is there; `None` deadline: don't wait.
+    #[inline]
     fn wait(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
+        match self.poll()? {
+            Some(ready) => Ok(ready),
+            None => self.wait_slow(deadline),
+        }
+    }
+
+    /// [`wait`](Self::wait) when the sample is not there yet: spin, sleep.
+    #[inline(never)]
+    fn wait_slow(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
         loop {
             if let Some(ready) = self.poll()? {
                 return Ok(ready);
@@ -1743,6 +1781,7 @@ impl Subscriber {
     /// [`ErrorKind::Disconnected`] if the publisher closed or died and every
     /// sample was received, [`ErrorKind::Corrupt`] if shared memory does not
     /// hold a valid sample.
+    #[inline]
     pub fn receive(&mut self) -> Result<Sample<'_>> {
         self.receive_with(Some(None))
     }
@@ -1891,6 +1930,7 @@ impl Sample<'_> {
     /// # Errors
     ///
     /// [`ErrorKind::OutOfBounds`] if the range is outside the sample.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<bool> {
         match offset.checked_add(buf.len()) {
             // SAFETY: inside the sample, whose length `poll` checked is at
@@ -1914,6 +1954,7 @@ impl Sample<'_> {
     /// # Errors
     ///
     /// [`ErrorKind::OutOfBounds`] if it does not fit in the sample.
+    #[inline]
     pub fn read<T: Pod>(&self, offset: usize) -> Result<Option<T>> {
         let mut value = T::zeroed();
         let intact = self.read_at(offset, bytemuck::bytes_of_mut(&mut value))?;
@@ -1931,6 +1972,7 @@ impl Sample<'_> {
     /// Whether the sample is still in its slot. After reading through
     /// [`as_ptr`](Self::as_ptr), call this: `false` means what was read may
     /// be torn (and the sample counts as missed).
+    #[inline]
     pub fn is_intact(&self) -> bool {
         let intact = !self.torn.get() && self.subscriber.end.intact(self.seq);
         if !intact {
@@ -1949,6 +1991,7 @@ impl Sample<'_> {
 }
 
 impl Drop for Sample<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.torn.get() {
             self.subscriber.end.missed += 1;
