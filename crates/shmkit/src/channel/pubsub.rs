@@ -51,15 +51,22 @@
 //! can say which holder is dead.
 //!
 //! Samples are numbered from 0; sample `n` lives in slot `n % slots`. A
-//! slot's `seq` word is `2n + 1` while sample `n` is being written, `2n + 2`
-//! once it is published, and 0 before first use. A subscriber's `cursor` is
+//! slot's `seq` word is `2n + 2` once sample `n` is published, `2n + 1`
+//! while it is being written (overwrite-oldest only), and 0 before first
+//! use. A subscriber's `cursor` is
 //! the number of the next sample it needs: it has finished with every
 //! sample before it.
 //!
 //! - **Loan** (publisher): under back-pressure, wait until the slot is free
-//!   (below); then store `seq = 2n + 1` (release) and a release fence, so
+//!   (below). Under overwrite-oldest, store `seq = 2n + 1` (release), so
 //!   that a subscriber that reads the old sample in place sees the change
-//!   when it re-checks.
+//!   when it re-checks. Then a release fence before the payload stores.
+//!   Under back-pressure the slot is not marked: the subscriber polling
+//!   that very line for the next sample would take it from the publisher
+//!   once more between mark and publish (a second cache-line transfer on
+//!   every sample, 20-30 % of a round trip). Only a joiner's history can
+//!   be overwritten there (below), and it is checked against `published`
+//!   instead.
 //! - **Publish**: store `len`, then **SYNC POINT** `seq = 2n + 2` with
 //!   release, which pairs with the subscriber's acquire load of `seq`; then
 //!   `published = n + 1` (release, read by joiners and lapped subscribers
@@ -74,6 +81,10 @@
 //!   [`ErrorKind::Corrupt`]. After reading the payload (copy or in place), an
 //!   acquire fence and a second load of `seq` (seqlock): if it changed, the
 //!   sample was overwritten while read and counts as missed, never as data.
+//!   A history sample under back-pressure (below) is also checked against
+//!   `published`: if sample `n + slots - 1` was published, it may have been
+//!   overwritten (the publisher stored that count before the release fence
+//!   that precedes the payload stores of sample `n + slots`).
 //! - **Release**: **SYNC POINT** the subscriber stores `cursor = c + 1` with
 //!   release, pairing with the publisher's acquire load of the cursors when
 //!   it rescans: the publisher overwrites the slot only after we are done.
@@ -86,10 +97,17 @@
 //!
 //! A joiner claims a free entry (`owner` CAS to "claiming" with its pid,
 //! then its start time, then its cursor = `published - history`, then CAS
-//! to "active", SeqCst). A publisher whose cached minimum predates the join
-//! may still overwrite the history samples; the joiner then finds them
-//! lapped and counts them as missed: from the join on, back-pressure is
-//! lossless.
+//! to "active", SeqCst), then, after a SeqCst fence, loads `published`
+//! again: `p`. A
+//! publisher whose cached minimum predates the join may still overwrite the
+//! history samples; the joiner then finds them lapped (or torn: checked
+//! against `published`) and counts them as missed. It cannot overwrite
+//! sample `p` or later before it rescans: either its scan's SeqCst fence
+//! comes after the joiner's in the single total order, and the scan sees
+//! the entry, or it comes before, and the load of `p` sees at least
+//! the `next` of that scan, and the publisher writes below its cached
+//! minimum (at most that `next`) plus `slots`. From the join on,
+//! back-pressure is lossless.
 //!
 //! # Waiting
 //!
@@ -1008,8 +1026,12 @@ impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
     #[inline]
     fn begin(&mut self) -> usize {
         let n = self.next;
-        self.core.seq(n).store(writing(n), Ordering::Release);
-        // Orders the mark before the payload stores (seqlock writer).
+        if self.core.layout.policy == Policy::OverwriteOldest {
+            self.core.seq(n).store(writing(n), Ordering::Release);
+        }
+        // Orders the mark (overwrite-oldest) or the count of samples
+        // published (back-pressure, stored by the last commit) before the
+        // payload stores (seqlock writer).
         self.core.mem.fence(Ordering::Release);
         self.core.payload(n)
     }
@@ -1346,6 +1368,11 @@ struct SubEnd<M, L> {
     line: Option<usize>,
     /// The next sample's number (private copy of the shared cursor).
     cursor: u64,
+    /// Under back-pressure, the first sample the publisher cannot overwrite
+    /// while this subscriber's cursor is below it (`published` read after
+    /// the entry became active); samples before it (the history) are
+    /// checked against `published` after they are read.
+    safe_from: u64,
     missed: u64,
     /// Set after corrupt shared memory was found: later calls report it
     /// again instead of guessing.
@@ -1392,7 +1419,18 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
                 if !core.activate(line, &me) {
                     continue;
                 }
-                return Ok(Self::new(core, me, Some(line), cursor));
+                // A SeqCst fence between the activation and this load, against
+                // the one that starts the publisher's scans: either its next
+                // scan sees this entry, or this load sees what it had
+                // published before that scan, so the slots it may fill
+                // before it sees us hold no sample from here on (see the
+                // module docs).
+                core.mem.fence(Ordering::SeqCst);
+                let safe_from = core.u64_at(PUBLISHED).load(Ordering::Acquire);
+                let mut end = Self::new(core, me, Some(line), cursor);
+                // A scribbled count only makes every sample checked.
+                end.safe_from = if safe_from < MAX_SEQ { safe_from } else { u64::MAX };
+                return Ok(end);
             }
         }
         Err(core.err(Op::Open, ErrorKind::Busy { pid: holder }))
@@ -1410,7 +1448,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     }
 
     fn new(core: Core<M, L>, me: ProcessId, line: Option<usize>, cursor: u64) -> Self {
-        SubEnd { core, me, line, cursor, missed: 0, broken: false, gone: None, gone_at: None }
+        SubEnd { core, me, line, cursor, safe_from: u64::MAX, missed: 0, broken: false, gone: None, gone_at: None }
     }
 
     fn fail(&mut self, what: String) -> Error {
@@ -1442,24 +1480,24 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     /// overwritten samples, counting them as missed.
     #[inline]
     fn poll(&mut self) -> Result<Option<(u64, usize)>> {
-        // The common case inline: the sample at the cursor is there.
         let c = self.cursor;
-        if !self.broken
-            // SYNC POINT: as in `poll_slow`.
-            && self.core.seq(c).load(Ordering::Acquire) == done(c)
-        {
+        // SYNC POINT: acquire pairs with the publisher's release of this
+        // sequence word; the payload and length are visible.
+        let seq = self.core.seq(c).load(Ordering::Acquire);
+        // The common case inline: the sample at the cursor is there.
+        if seq == done(c) && !self.broken {
             let len = self.core.len_word(c).load(Ordering::Relaxed);
             if len <= self.core.layout.max_sample {
                 return Ok(Some((c, len as usize)));
             }
         }
-        self.poll_slow()
+        self.poll_slow(seq)
     }
 
-    /// [`poll`](Self::poll) in full: errors, lapped cursors, samples not
-    /// yet there.
+    /// [`poll`](Self::poll) in full, from the sequence word it loaded:
+    /// errors, lapped cursors, samples not yet there.
     #[inline(never)]
-    fn poll_slow(&mut self) -> Result<Option<(u64, usize)>> {
+    fn poll_slow(&mut self, mut seq: u64) -> Result<Option<(u64, usize)>> {
         if self.broken {
             return Err(self.core.corrupt(Op::Recv, "an earlier sample was corrupt".into()));
         }
@@ -1467,9 +1505,6 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
         for _ in 0..RETRIES {
             let c = self.cursor;
             let want = done(c);
-            // SYNC POINT: acquire pairs with the publisher's release of this
-            // sequence word; the payload and length are visible.
-            let seq = self.core.seq(c).load(Ordering::Acquire);
             if seq == want {
                 let len = self.core.len_word(c).load(Ordering::Relaxed);
                 if len <= self.core.layout.max_sample {
@@ -1479,27 +1514,30 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
                 if self.core.seq(c).load(Ordering::Relaxed) == want {
                     return Err(self.fail(format!("sample {c} has {len} bytes, more than a slot holds")));
                 }
-                continue; // overwritten meanwhile
+                // Overwritten meanwhile: look again.
+            } else {
+                let sample = seq.wrapping_sub(1) / 2;
+                if seq != 0 && (sample >= MAX_SEQ || sample & (slots - 1) != c & (slots - 1)) {
+                    return Err(self.fail(format!(
+                        "slot {} holds sequence word {seq:#x}, not a sample of that slot",
+                        c & (slots - 1)
+                    )));
+                }
+                if seq < want {
+                    return Ok(None);
+                }
+                // Lapped: the slot holds a later sample. Skip to the oldest
+                // one that may still be there.
+                let published = self.core.u64_at(PUBLISHED).load(Ordering::Acquire);
+                if published >= MAX_SEQ {
+                    return Err(self.fail(format!("{published} samples published")));
+                }
+                let to = (c + 1).max((published + 1).saturating_sub(slots));
+                self.missed += to - c;
+                self.advance(to);
             }
-            let sample = seq.wrapping_sub(1) / 2;
-            if seq != 0 && (sample >= MAX_SEQ || sample & (slots - 1) != c & (slots - 1)) {
-                return Err(self.fail(format!(
-                    "slot {} holds sequence word {seq:#x}, not a sample of that slot",
-                    c & (slots - 1)
-                )));
-            }
-            if seq < want {
-                return Ok(None);
-            }
-            // Lapped: the slot holds a later sample. Skip to the oldest one
-            // that may still be there.
-            let published = self.core.u64_at(PUBLISHED).load(Ordering::Acquire);
-            if published >= MAX_SEQ {
-                return Err(self.fail(format!("{published} samples published")));
-            }
-            let to = (c + 1).max((published + 1).saturating_sub(slots));
-            self.missed += to - c;
-            self.advance(to);
+            // SYNC POINT: as in `poll`.
+            seq = self.core.seq(self.cursor).load(Ordering::Acquire);
         }
         Ok(None)
     }
@@ -1508,8 +1546,18 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     /// reading it).
     #[inline]
     fn intact(&self, n: u64) -> bool {
-        self.core.mem.fence(Ordering::Acquire);
-        self.core.seq(n).load(Ordering::Relaxed) == done(n)
+        let core = &self.core;
+        core.mem.fence(Ordering::Acquire);
+        if core.seq(n).load(Ordering::Relaxed) != done(n) {
+            return false;
+        }
+        // Under back-pressure the publisher marks no slot it overwrites
+        // (see "Loan"); only a history sample can be overwritten, and only
+        // after sample `n + slots - 1` was published: the fence above makes
+        // a payload store we saw imply we see that count.
+        core.layout.policy == Policy::OverwriteOldest
+            || n >= self.safe_from
+            || core.u64_at(PUBLISHED).load(Ordering::Relaxed) < n + core.layout.slots
     }
 
     /// Whether the publisher closed or died. Its liveness is read at most
@@ -2182,14 +2230,73 @@ pub(crate) fn inspect(seg: &Segment, header: &registry::ObjectHeader, info: &mut
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::primitive::heap::Heap;
+
+    fn alive(_pid: u32, _start: u64) -> bool {
+        true
+    }
+
+    fn core(heap: &Heap, slots: u64, max_sample: u64, policy: Policy, history: u64) -> Core<Mapped, Live> {
+        let (stride, slots_at, total) = Layout::compute(slots, max_sample, 1, history).unwrap();
+        assert!(heap.mem().len() >= total);
+        let layout =
+            Layout { slots, max_sample, max_subscribers: 1, policy, type_size: 0, history, stride, slots_at, total };
+        Core { mem: heap.mem(), layout, label: "heap".into(), live: alive, truncated: None }
+    }
+
+    /// The interleaving the history check exists for, played step by step
+    /// (the loom model of it would need four preemptions): under
+    /// back-pressure the publisher scans before a subscriber joins with a
+    /// history of one, then, within its stale cached minimum, publishes
+    /// sample 2 and begins sample 3 in the slot of sample 1, which the
+    /// joiner is reading. The slot's `seq` still says sample 1 (nothing is
+    /// marked under back-pressure), so only `published` can tell; a sample
+    /// from `safe_from` on needs no such check.
+    #[test]
+    fn a_history_sample_overwritten_unmarked_is_not_intact() {
+        let (_, _, total) = Layout::compute(2, 16, 1, 1).unwrap();
+        let heap = Heap::new(total);
+        let open = || core(&heap, 2, 16, Policy::BackPressure, 1);
+        let mut p = PubEnd::claim(open(), ProcessId { pid: 1, start: 1 }).unwrap();
+        p.resume().unwrap();
+        for n in 0..2u8 {
+            p.publish_with(&[n; 16], Some(None)).unwrap();
+        }
+        // The scan for sample 2 finds nobody: the cached minimum is 2.
+        p.reserve(None).unwrap();
+        let mut s = SubEnd::join(open(), ProcessId { pid: 2, start: 1 }).unwrap();
+        assert_eq!((s.cursor, s.safe_from), (1, 2));
+        assert_eq!(s.wait(None).unwrap(), (1, 16));
+        let at = p.begin();
+        p.core.mem.write(at, &[2; 16]);
+        p.commit(16);
+        p.reserve(None).unwrap();
+        let at = p.begin();
+        assert_eq!(at, s.core.payload(1), "sample 3 goes to the slot of sample 1");
+        p.core.mem.write(at, &[3; 16]);
+        assert_eq!(s.core.seq(1).load(Ordering::Relaxed), done(1));
+        assert!(!s.intact(1), "an overwritten history sample passed as intact");
+        p.commit(16);
+        assert!(!s.intact(1));
+        // Sample 2 is past `safe_from`: its own sequence word is enough.
+        assert!(s.intact(2));
+    }
+}
+
 /// Loom models of the protocol: the same `PubEnd`/`SubEnd` code as the real
 /// ends, on loom's model memory. Run with
 /// `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p shmkit --lib --release loom`.
 ///
 /// Every model runs at the bound `LOOM_MAX_PREEMPTIONS` gives, except the
 /// back-pressure model with two subscribers, which runs at one preemption
-/// (at two it took about four minutes on a two-core machine); the sleeping
-/// model is the same protocol with one subscriber at the full bound.
+/// (at two it took about four minutes on a two-core machine; the sleeping
+/// model is the same protocol with one subscriber at the full bound), and
+/// the join-with-history model, also at one (at two it ran past 15
+/// minutes); it fails without the join's SeqCst fence. The history check
+/// itself is played step by step in `tests`.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use std::cell::Cell;
@@ -2306,14 +2413,26 @@ mod loom_tests {
     }
 
     fn core(mem: &Model, slots: u64, subscribers: u64, policy: Policy) -> Core<Model, Live> {
-        let (stride, slots_at, total) = Layout::compute(slots, 8, subscribers, 0).unwrap();
+        core_with(mem, slots, 8, subscribers, policy, 0)
+    }
+
+    /// [`core`] with samples of up to `max_sample` bytes and a history.
+    fn core_with(
+        mem: &Model,
+        slots: u64,
+        max_sample: u64,
+        subscribers: u64,
+        policy: Policy,
+        history: u64,
+    ) -> Core<Model, Live> {
+        let (stride, slots_at, total) = Layout::compute(slots, max_sample, subscribers, history).unwrap();
         let layout = Layout {
             slots,
-            max_sample: 8,
+            max_sample,
             max_subscribers: subscribers as usize,
             policy,
             type_size: 0,
-            history: 0,
+            history,
             stride,
             slots_at,
             total,
@@ -2484,5 +2603,46 @@ mod loom_tests {
             assert_eq!(mem.u64_at(dead_line + OWNER).load(Ordering::SeqCst), pack(FREE, 0));
             assert_eq!(mem.u64_at(live_line + OWNER).load(Ordering::SeqCst), pack(ACTIVE, 3));
         });
+    }
+
+    /// (e) Back-pressure, where the publisher marks no slot it overwrites:
+    /// samples 0 and 1 (of 16 bytes: two model words, so a torn read can
+    /// mix them) are published through two slots before a subscriber joins
+    /// with a history of one sample; then the publisher publishes 2 and 3
+    /// (3 goes to the slot of 1) while the subscriber receives one sample
+    /// and leaves. What it returns is never torn or another sample's, and
+    /// only a history sample (before `safe_from`) can be missed (the
+    /// publisher scanned before the join, saw nobody, and so may write up to
+    /// sample 3 without looking again).
+    #[test]
+    fn loom_a_joiner_with_history_never_returns_an_overwritten_sample() {
+        TORN.with(|c| c.set(0));
+        checked("join with history", Some(1), || {
+            let (_, _, total) = Layout::compute(2, 16, 1, 1).unwrap();
+            let mem = Model::new(total, false);
+            let open = || core_with(&mem, 2, 16, 1, Policy::BackPressure, 1);
+            let mut p = PubEnd::claim(open(), me(PUBLISHER_PID)).unwrap();
+            p.resume().unwrap();
+            for n in 0..2 {
+                p.publish_with(&payload(n, 16), Some(None)).unwrap();
+            }
+            let p = thread::spawn(move || {
+                let mut p = p;
+                for n in 2..4 {
+                    assert_eq!(p.publish_with(&payload(n, 16), Some(None)).unwrap(), n);
+                }
+            });
+            let mut s = SubEnd::join(open(), me(2)).unwrap();
+            let (start, safe_from) = (s.cursor, s.safe_from);
+            let mut buf = Vec::new();
+            let n = s.receive_into_with(&mut buf, Some(None)).unwrap();
+            assert_eq!(buf, payload(n, 16), "sample {n} returned overwritten");
+            assert!(n >= start, "sample {n} before the start {start}");
+            assert!(n == start || start < safe_from, "sample {start} lost (got {n}, safe from {safe_from})");
+            assert_eq!(s.missed, n - start);
+            s.leave();
+            p.join().unwrap();
+        });
+        eprintln!("  history reads seen overwritten: {}", count(&TORN));
     }
 }

@@ -1393,35 +1393,14 @@ impl Drop for Message<'_> {
 /// run every test here.
 #[cfg(test)]
 mod tests {
-    use std::ptr::NonNull;
     use std::sync::mpsc;
 
     use super::*;
+    use crate::sync::primitive::heap::Heap;
 
-    /// Heap words standing in for a mapping.
-    struct Heap {
-        words: NonNull<[u64]>,
-    }
-
-    impl Heap {
-        fn new(capacity: u64) -> Heap {
-            let words = Box::into_raw(vec![0u64; (DATA + capacity as usize) / 8].into_boxed_slice());
-            Heap { words: NonNull::new(words).expect("a box is never null") }
-        }
-
-        fn mem(&self) -> Mapped {
-            // SAFETY: the words are 8-aligned and live until `self` drops;
-            // each test drops its ends before its heap, and touches the
-            // words only through `Mapped` (atomics and byte copies).
-            unsafe { Mapped::new(self.words.cast::<u8>(), self.words.len() * 8, false) }
-        }
-    }
-
-    impl Drop for Heap {
-        fn drop(&mut self) {
-            // SAFETY: made by `Box::into_raw` in `new`, freed only here.
-            drop(unsafe { Box::from_raw(self.words.as_ptr()) });
-        }
+    /// A ring's worth of heap memory.
+    fn ring_heap(capacity: u64) -> Heap {
+        Heap::new(DATA + capacity as usize)
     }
 
     /// Aborts the test binary if a test runs past its time (a hang must not
@@ -1482,7 +1461,7 @@ mod tests {
     fn heap_ring_wraps_pads_fills_and_drains_in_order() {
         let _dog = watchdog("heap_ring_wraps_pads_fills_and_drains_in_order");
         let capacity = 256;
-        let heap = Heap::new(capacity);
+        let heap = ring_heap(capacity);
         let (mut p, mut c) = ends(&heap, capacity);
         let max = p.core.max_message as usize;
         let total = if cfg!(miri) { 300 } else { 50_000 };
@@ -1532,7 +1511,7 @@ mod tests {
     fn heap_ring_publishes_head_in_batches_and_when_dry() {
         let _dog = watchdog("heap_ring_publishes_head_in_batches_and_when_dry");
         let capacity = 4096;
-        let heap = Heap::new(capacity);
+        let heap = ring_heap(capacity);
         let (mut p, mut c) = ends(&heap, capacity);
         assert_eq!(c.core.batch, 256);
         let head = || heap.mem().u64_at(HEAD).load(Ordering::Relaxed);
@@ -1565,7 +1544,7 @@ mod tests {
     fn heap_ring_close_drains_then_disconnects_and_refuses_oversized() {
         let _dog = watchdog("heap_ring_close_drains_then_disconnects_and_refuses_oversized");
         let capacity = 256;
-        let heap = Heap::new(capacity);
+        let heap = ring_heap(capacity);
         let (mut p, mut c) = ends(&heap, capacity);
         let mut buf = Vec::new();
         let too_big = vec![0u8; p.core.max_message as usize + 1];
@@ -1587,7 +1566,7 @@ mod tests {
         // Both ends closed: the last one out removes the object.
         assert!(c.close());
 
-        let heap = Heap::new(capacity);
+        let heap = ring_heap(capacity);
         let (mut p, mut c) = ends(&heap, capacity);
         // An active producer held by no process (pid 0: never checked in
         // `/proc`).
@@ -1605,7 +1584,7 @@ mod tests {
     fn heap_ring_two_threads_in_order() {
         let _dog = watchdog("heap_ring_two_threads_in_order");
         let capacity = 256;
-        let heap = Heap::new(capacity);
+        let heap = ring_heap(capacity);
         let (mut p, mut c) = ends(&heap, capacity);
         let max = p.core.max_message as usize;
         let total = if cfg!(miri) { 200 } else { 200_000 };
@@ -1653,7 +1632,7 @@ mod tests {
     fn heap_ring_scribbled_words_give_data_or_corrupt_never_out_of_bounds() {
         let _dog = watchdog("heap_ring_scribbled_words_give_data_or_corrupt_never_out_of_bounds");
         let capacity = 256u64;
-        let heap = Heap::new(capacity);
+        let heap = ring_heap(capacity);
         let mem = heap.mem();
         let mut x = 0x853c_49e6_748f_ea9bu64;
         let mut rand = move || {

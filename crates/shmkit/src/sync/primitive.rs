@@ -433,33 +433,59 @@ pub(crate) mod model {
     }
 }
 
+/// Private heap memory standing in for a mapping, for unit tests (which
+/// Miri can run: no system calls).
+#[cfg(test)]
+pub(crate) mod heap {
+    use std::ptr::NonNull;
+
+    use super::Mapped;
+
+    /// Zeroed, 8-aligned heap words seen through [`Mapped`], as a mapping
+    /// would be; `mem` may be called again for a second end or thread.
+    #[derive(Debug)]
+    pub(crate) struct Heap {
+        words: NonNull<[u64]>,
+    }
+
+    // SAFETY: the words are reached only through `Mapped` (atomics and
+    // byte copies the algorithms under test order), from any thread.
+    unsafe impl Send for Heap {}
+    // SAFETY: as for `Send`.
+    unsafe impl Sync for Heap {}
+
+    impl Heap {
+        /// At least `len` bytes.
+        pub(crate) fn new(len: usize) -> Heap {
+            let words = Box::into_raw(vec![0u64; len.div_ceil(8)].into_boxed_slice());
+            Heap { words: NonNull::new(words).expect("a box is never null") }
+        }
+
+        pub(crate) fn mem(&self) -> Mapped {
+            // SAFETY: the words are 8-aligned and live until `self` drops;
+            // each test drops what uses the memory before its heap, and
+            // touches the words only through `Mapped`.
+            unsafe { Mapped::new(self.words.cast::<u8>(), self.words.len() * 8, false) }
+        }
+    }
+
+    impl Drop for Heap {
+        fn drop(&mut self) {
+            // SAFETY: made by `Box::into_raw` in `new`, freed only here.
+            drop(unsafe { Box::from_raw(self.words.as_ptr()) });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::heap::Heap;
     use super::*;
     use crate::sync::{event, semaphore};
 
-    /// Private, 8-aligned memory seen through `Mapped`, as a mapping would be.
-    pub(crate) struct Heap {
-        words: Vec<u64>,
-    }
-
-    impl Heap {
-        pub(crate) fn new(len: usize) -> Heap {
-            Heap { words: vec![0; len.div_ceil(8)] }
-        }
-
-        pub(crate) fn mem(&mut self) -> Mapped {
-            let len = self.words.len() * 8;
-            let base = NonNull::new(self.words.as_mut_ptr().cast::<u8>()).unwrap();
-            // SAFETY: the vector is 8-aligned, `len` bytes long, outlives
-            // every use in the test, and is only accessed through `Mapped`.
-            unsafe { Mapped::new(base, len, false) }
-        }
-    }
-
     #[test]
     fn bytes_go_in_and_come_out_at_every_length_and_offset() {
-        let mut heap = Heap::new(256);
+        let heap = Heap::new(256);
         let mem = heap.mem();
         for len in 0..=40 {
             for offset in [0, 1, 3, 8, 13, 256 - len] {
@@ -475,7 +501,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "outside a region")]
     fn a_word_past_the_end_is_a_panic_not_an_access() {
-        let mut heap = Heap::new(64);
+        let heap = Heap::new(64);
         let mem = heap.mem();
         mem.u64_at(64);
     }
@@ -483,14 +509,14 @@ mod tests {
     #[test]
     #[should_panic(expected = "outside a region")]
     fn a_copy_past_the_end_is_a_panic_not_an_access() {
-        let mut heap = Heap::new(64);
+        let heap = Heap::new(64);
         let mem = heap.mem();
         mem.write(60, &[0; 5]);
     }
 
     #[test]
     fn the_semaphore_protocol_counts_without_system_calls() {
-        let mut heap = Heap::new(64);
+        let heap = Heap::new(64);
         let sem = semaphore::Protocol { mem: heap.mem(), at: 16, spin: 3 };
         assert!(!sem.try_take());
         assert!(sem.post());
@@ -504,7 +530,7 @@ mod tests {
 
     #[test]
     fn the_event_protocol_notifies_nobody_without_system_calls() {
-        let mut heap = Heap::new(64);
+        let heap = Heap::new(64);
         let ev = event::Protocol { mem: heap.mem(), at: 16, spin: 3 };
         ev.notify(1);
         ev.notify(u32::MAX);
