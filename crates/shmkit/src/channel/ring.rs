@@ -99,6 +99,10 @@ const ACTIVE: u32 = 1;
 const CLOSED: u32 = 2;
 
 const HEADER: u64 = 8;
+
+/// How far ahead of its position the producer asks for the lines it will
+/// write (see `Producer::publish`).
+const PREFETCH_AHEAD: u64 = 512;
 const PAD: u32 = u32::MAX;
 
 /// The smallest and largest data areas.
@@ -265,6 +269,12 @@ trait RingMemory: Memory {
     unsafe fn word32(&self, offset: usize) -> &Self::W32 {
         self.u32_at(offset)
     }
+
+    /// A hint that the line at `offset` will be written soon: where the CPU
+    /// can, ask for it in exclusive state now. Any offset (a hint outside
+    /// the region is ignored).
+    #[inline(always)]
+    fn prefetch_write(&self, _offset: usize) {}
 }
 
 impl RingMemory for Mapped {
@@ -282,6 +292,24 @@ impl RingMemory for Mapped {
         debug_assert!(offset.is_multiple_of(4) && offset + 4 <= self.len());
         // SAFETY: as in `word64`, 4-aligned.
         unsafe { AtomicU32::from_ptr(self.base().as_ptr().add(offset).cast()) }
+    }
+
+    #[inline(always)]
+    fn prefetch_write(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.len() && super::has_prefetchw() {
+            // SAFETY: PREFETCHW (the CPU has it) neither reads nor writes
+            // memory and cannot fault; the address is inside the mapping.
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{0}]",
+                    in(reg) self.base().as_ptr().add(offset),
+                    options(nostack, preserves_flags, readonly),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = offset;
     }
 }
 
@@ -703,6 +731,11 @@ impl<M: RingMemory> Producer<M> {
             core.header_at(self.tail).store(header(self.tail, PAD), Ordering::Release);
         }
         self.tail = next;
+        // The lines ahead were last read by the consumer, a lap ago; asking
+        // for them now, not at the store, keeps a streaming producer from
+        // stalling on each (8-byte stream about 75 -> 130 M messages/s on a
+        // 2-vCPU VM; plain prefetch for reading gained a third of that).
+        core.mem.prefetch_write(core.offset(next + PREFETCH_AHEAD));
         core.u64_at(TAIL).store(next, Ordering::Release);
         core.unpark(CONSUMER_SLEEPING);
     }
