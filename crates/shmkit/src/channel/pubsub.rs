@@ -837,6 +837,9 @@ struct PubEnd<M, L> {
     /// Wakes that woke nobody in a row (a subscriber may have died asleep).
     idle_wakes: u32,
     broken: bool,
+    /// How many slots ahead the publisher asks for the line it will write
+    /// first (about 512 bytes ahead, at most half the slots).
+    prefetch_ahead: u64,
 }
 
 impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
@@ -862,7 +865,8 @@ impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
         if !claimed {
             return Err(core.corrupt(Op::Open, "the publisher's claim keeps changing".into()));
         }
-        Ok(PubEnd { core, me, next: 0, cached_min: 0, reaped_at: None, idle_wakes: 0, broken: false })
+        let prefetch_ahead = (512 / core.layout.stride as u64).clamp(1, core.layout.slots / 2);
+        Ok(PubEnd { core, me, next: 0, cached_min: 0, reaped_at: None, idle_wakes: 0, broken: false, prefetch_ahead })
     }
 
     /// Resumes after a predecessor: at `published`, or one further if it
@@ -1047,6 +1051,9 @@ impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
         core.seq(n).store(done(n), Ordering::Release);
         self.next = n + 1;
         core.u64_at(PUBLISHED).store(n + 1, Ordering::Release);
+        // The slot's first line was last read by the subscribers, a lap
+        // ago: ask for it now, not at the first store (as the ring does).
+        core.mem.prefetch_write(core.slot(n + 1 + self.prefetch_ahead));
         core.mem.light_fence();
         if core.u32_at(SLEEPERS).load(Ordering::Relaxed) != 0 {
             self.wake_sleepers();

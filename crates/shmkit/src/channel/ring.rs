@@ -269,12 +269,6 @@ trait RingMemory: Memory {
     unsafe fn word32(&self, offset: usize) -> &Self::W32 {
         self.u32_at(offset)
     }
-
-    /// A hint that the line at `offset` will be written soon: where the CPU
-    /// can, ask for it in exclusive state now. Any offset (a hint outside
-    /// the region is ignored).
-    #[inline(always)]
-    fn prefetch_write(&self, _offset: usize) {}
 }
 
 impl RingMemory for Mapped {
@@ -292,24 +286,6 @@ impl RingMemory for Mapped {
         debug_assert!(offset.is_multiple_of(4) && offset + 4 <= self.len());
         // SAFETY: as in `word64`, 4-aligned.
         unsafe { AtomicU32::from_ptr(self.base().as_ptr().add(offset).cast()) }
-    }
-
-    #[inline(always)]
-    fn prefetch_write(&self, offset: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if offset < self.len() && super::has_prefetchw() {
-            // SAFETY: PREFETCHW (the CPU has it) neither reads nor writes
-            // memory and cannot fault; the address is inside the mapping.
-            unsafe {
-                std::arch::asm!(
-                    "prefetchw [{0}]",
-                    in(reg) self.base().as_ptr().add(offset),
-                    options(nostack, preserves_flags, readonly),
-                )
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = offset;
     }
 }
 

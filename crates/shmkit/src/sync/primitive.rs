@@ -120,6 +120,14 @@ pub(crate) trait Memory: Sync {
     fn wake(&self, word: &Self::W32, count: u32) -> usize;
     /// One step of a spin loop.
     fn pause(&self);
+    /// A hint that the line at `offset` will be written soon: where the CPU
+    /// can, fetch it in exclusive state now, so the store that comes does
+    /// not wait for the other core to give it up. Any offset: a hint
+    /// outside the region is ignored; models ignore all.
+    #[inline(always)]
+    fn prefetch_write(&self, offset: usize) {
+        let _ = offset;
+    }
 }
 
 /// Borrowed memory is memory too, so several algorithms (or threads of a
@@ -171,6 +179,10 @@ impl<T: Memory> Memory for &T {
     #[inline(always)]
     fn pause(&self) {
         (**self).pause()
+    }
+    #[inline(always)]
+    fn prefetch_write(&self, offset: usize) {
+        (**self).prefetch_write(offset)
     }
 }
 
@@ -288,6 +300,24 @@ impl Memory for Mapped {
     #[inline(always)]
     fn pause(&self) {
         spin_loop();
+    }
+
+    #[inline(always)]
+    fn prefetch_write(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.len && crate::channel::has_prefetchw() {
+            // SAFETY: PREFETCHW (the CPU has it) neither reads nor writes
+            // memory and cannot fault; the address is inside the mapping.
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{0}]",
+                    in(reg) self.base.as_ptr().add(offset),
+                    options(nostack, preserves_flags, readonly),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = offset;
     }
 }
 
