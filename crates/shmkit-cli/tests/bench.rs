@@ -107,3 +107,60 @@ fn quick_json_has_the_documented_shape_and_sane_figures() {
         .collect();
     assert!(leftovers.is_empty(), "the benchmark left {leftovers:?}");
 }
+
+/// Runs `shmkit bench ARGS` with a watchdog; its output.
+fn bench(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .arg("bench")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("watchdog: `shmkit bench {args:?}` still running after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "the benchmark runs in release builds (cargo test --release)")]
+fn only_and_size_measure_just_the_cells_asked_for() {
+    let output = bench(&["--quick", "--json", "--only", "ring,pubsub", "--size", "8,4k"]);
+    assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
+    let v: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let mut cells: Vec<(String, u64)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["mechanism"].as_str().unwrap().to_string(), r["size"].as_u64().unwrap()))
+        .collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        [
+            ("shmkit pub/sub (zero-copy)".to_string(), 8),
+            ("shmkit pub/sub (zero-copy)".to_string(), 4096),
+            ("shmkit ring (spin)".to_string(), 8),
+            ("shmkit ring (spin)".to_string(), 4096),
+        ]
+    );
+    for r in v["results"].as_array().unwrap() {
+        check_stats(&r["round_trip"], "round trip");
+    }
+}
+
+#[test]
+fn a_size_the_benchmark_does_not_measure_is_a_usage_error() {
+    let output = bench(&["--size", "7"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("the benchmark measures"), "{err}");
+    let output = bench(&["--only", "carrier-pigeon"]);
+    assert_eq!(output.status.code(), Some(2));
+}
