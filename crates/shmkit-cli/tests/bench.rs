@@ -25,21 +25,7 @@ fn check_stats(v: &Value, what: &str) {
 #[test]
 #[cfg_attr(debug_assertions, ignore = "the benchmark runs in release builds (cargo test --release)")]
 fn quick_json_has_the_documented_shape_and_sane_figures() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(["bench", "--quick", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            panic!("watchdog: `shmkit bench --quick` still running after 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let pid = child.id();
-    let output = child.wait_with_output().unwrap();
+    let (pid, output) = bench(&["--quick", "--json"]);
     assert!(output.status.success(), "bench failed: {:?}", output.status);
     let v: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
 
@@ -108,8 +94,8 @@ fn quick_json_has_the_documented_shape_and_sane_figures() {
     assert!(leftovers.is_empty(), "the benchmark left {leftovers:?}");
 }
 
-/// Runs `shmkit bench ARGS` with a watchdog; its output.
-fn bench(args: &[&str]) -> std::process::Output {
+/// Runs `shmkit bench ARGS` with a watchdog (300 s); its pid and output.
+fn bench(args: &[&str]) -> (u32, std::process::Output) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
         .arg("bench")
         .args(args)
@@ -119,19 +105,19 @@ fn bench(args: &[&str]) -> std::process::Output {
         .unwrap();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
+        if start.elapsed() > Duration::from_secs(300) {
             let _ = child.kill();
-            panic!("watchdog: `shmkit bench {args:?}` still running after 120 s");
+            panic!("watchdog: `shmkit bench {args:?}` still running after 300 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().unwrap()
+    (child.id(), child.wait_with_output().unwrap())
 }
 
 #[test]
 #[cfg_attr(debug_assertions, ignore = "the benchmark runs in release builds (cargo test --release)")]
 fn only_and_size_measure_just_the_cells_asked_for() {
-    let output = bench(&["--quick", "--json", "--only", "ring,pubsub", "--size", "8,4k"]);
+    let (_, output) = bench(&["--quick", "--json", "--only", "ring,pubsub", "--size", "8,4k"]);
     assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
     let v: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
     let mut cells: Vec<(String, u64)> = v["results"]
@@ -157,10 +143,10 @@ fn only_and_size_measure_just_the_cells_asked_for() {
 
 #[test]
 fn a_size_the_benchmark_does_not_measure_is_a_usage_error() {
-    let output = bench(&["--size", "7"]);
+    let (_, output) = bench(&["--size", "7"]);
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("the benchmark measures"), "{err}");
-    let output = bench(&["--only", "carrier-pigeon"]);
+    let (_, output) = bench(&["--only", "carrier-pigeon"]);
     assert_eq!(output.status.code(), Some(2));
 }
