@@ -394,10 +394,14 @@ impl<M: RingMemory> Core<M> {
         self.u32_at(side.line() + STATE)
     }
 
+    #[cold]
+    #[inline(never)]
     fn err(&self, op: Op, kind: ErrorKind) -> Error {
         Error::new(op, &*self.label, kind)
     }
 
+    #[cold]
+    #[inline(never)]
     fn corrupt(&self, op: Op, what: String) -> Error {
         self.err(op, ErrorKind::Corrupt(what))
     }
@@ -1052,6 +1056,7 @@ impl Sender {
     ///
     /// [`ErrorKind::WouldBlock`] when full, [`ErrorKind::Disconnected`]
     /// when the consumer closed, [`ErrorKind::MessageTooLarge`].
+    #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
         self.inner.send_with(data, None)
     }
@@ -1062,6 +1067,7 @@ impl Sender {
     ///
     /// [`ErrorKind::Disconnected`] when the consumer closed or died,
     /// [`ErrorKind::MessageTooLarge`].
+    #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
         self.inner.send_with(data, Some(None))
     }
@@ -1091,6 +1097,7 @@ impl Sender {
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    #[inline]
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
         let (pad, len) = self.inner.reserve(len, Some(None))?;
         Ok(Loan { offset: self.inner.payload_offset(pad), len: len as usize, pad, sender: self })
@@ -1101,6 +1108,7 @@ impl Sender {
     /// # Errors
     ///
     /// As [`try_send`](Self::try_send).
+    #[inline]
     pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>> {
         let (pad, len) = self.inner.reserve(len, None)?;
         Ok(Loan { offset: self.inner.payload_offset(pad), len: len as usize, pad, sender: self })
@@ -1142,6 +1150,7 @@ impl Loan<'_> {
     /// # Errors
     ///
     /// [`ErrorKind::OutOfBounds`] if it does not fit.
+    #[inline]
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         match offset.checked_add(data.len()) {
             // Inside the reserved, contiguous message area.
@@ -1173,6 +1182,7 @@ impl Loan<'_> {
     }
 
     /// Publishes the message.
+    #[inline]
     pub fn commit(self) {
         let (pad, len) = (self.pad, self.len as u64);
         self.sender.inner.publish(pad, len);
@@ -1244,6 +1254,7 @@ impl Receiver {
     /// [`ErrorKind::WouldBlock`] if none is ready, [`ErrorKind::Disconnected`]
     /// if the producer closed or died and everything was received,
     /// [`ErrorKind::Corrupt`] if shared memory does not hold a valid message.
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
         self.inner.recv_with(buf, None)
     }
@@ -1253,6 +1264,7 @@ impl Receiver {
     /// # Errors
     ///
     /// As [`try_recv`](Self::try_recv), without `WouldBlock`.
+    #[inline]
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
         self.inner.recv_with(buf, Some(None))
     }
@@ -1292,6 +1304,7 @@ impl Receiver {
     /// # Errors
     ///
     /// As [`recv`](Self::recv).
+    #[inline]
     pub fn recv_ref(&mut self) -> Result<Message<'_>> {
         let (pos, len) = self.inner.wait(Some(None))?;
         Ok(Message { offset: self.inner.core.offset(pos + HEADER), pos, len, receiver: self })
@@ -1302,6 +1315,7 @@ impl Receiver {
     /// # Errors
     ///
     /// As [`try_recv`](Self::try_recv).
+    #[inline]
     pub fn try_recv_ref(&mut self) -> Result<Message<'_>> {
         let (pos, len) = self.inner.wait(None)?;
         Ok(Message { offset: self.inner.core.offset(pos + HEADER), pos, len, receiver: self })
@@ -1349,6 +1363,7 @@ impl Message<'_> {
     /// # Errors
     ///
     /// [`ErrorKind::OutOfBounds`] if the range is outside the message.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         match offset.checked_add(buf.len()) {
             // Inside the message, which `wait` checked lies inside the data
@@ -1392,6 +1407,7 @@ impl Message<'_> {
 }
 
 impl Drop for Message<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.receiver.inner.release(self.pos, self.len);
     }
