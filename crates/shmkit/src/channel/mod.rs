@@ -75,29 +75,6 @@ pub(crate) fn heavy_fence(membarrier: bool) {
     }
 }
 
-/// Whether this CPU has `PREFETCHW` (prefetch a line in exclusive state,
-/// for writing); asked once.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_prefetchw() -> bool {
-    use std::sync::atomic::AtomicU8;
-    // 0: not asked yet, 1: no, 2: yes.
-    static HAS: AtomicU8 = AtomicU8::new(0);
-    match HAS.load(Ordering::Relaxed) {
-        0 => {
-            use std::arch::x86_64::__cpuid;
-            // CPUID leaf 0x8000_0001, ECX bit 8: PRFCHW (3DNowPrefetch).
-            #[allow(unused_unsafe)]
-            // SAFETY: CPUID exists on every x86-64 CPU; the extended leaf is
-            // read only if the highest extended leaf includes it.
-            let has = unsafe { __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 << 8 != 0 };
-            HAS.store(if has { 2 } else { 1 }, Ordering::Relaxed);
-            has
-        }
-        v => v == 2,
-    }
-}
-
 /// Spins until `ready()` holds or [`SPIN`] has passed. The first checks
 /// come one pause apart, so a reply that arrives at once is seen at once;
 /// after that the gaps grow to 16 pauses, because checking a line the other

@@ -435,6 +435,15 @@ struct Layout {
 }
 
 impl Layout {
+    /// The layout of a raw-bytes service with these parameters, for tests
+    /// (panics where `compute` refuses them).
+    #[cfg(test)]
+    fn for_test(slots: u64, max_sample: u64, max_subscribers: u64, policy: Policy, history: u64) -> Layout {
+        let (stride, slots_at, total) = Layout::compute(slots, max_sample, max_subscribers, history).unwrap();
+        let max_subscribers = max_subscribers as usize;
+        Layout { slots, max_sample, max_subscribers, policy, type_size: 0, history, stride, slots_at, total }
+    }
+
     /// The layout for these parameters, or why they are not allowed.
     fn compute(
         slots: u64,
@@ -2247,10 +2256,8 @@ mod tests {
     }
 
     fn core(heap: &Heap, slots: u64, max_sample: u64, policy: Policy, history: u64) -> Core<Mapped, Live> {
-        let (stride, slots_at, total) = Layout::compute(slots, max_sample, 1, history).unwrap();
-        assert!(heap.mem().len() >= total);
-        let layout =
-            Layout { slots, max_sample, max_subscribers: 1, policy, type_size: 0, history, stride, slots_at, total };
+        let layout = Layout::for_test(slots, max_sample, 1, policy, history);
+        assert!(heap.mem().len() >= layout.total);
         Core { mem: heap.mem(), layout, label: "heap".into(), live: alive, truncated: None }
     }
 
@@ -2431,18 +2438,7 @@ mod loom_tests {
         policy: Policy,
         history: u64,
     ) -> Core<Model, Live> {
-        let (stride, slots_at, total) = Layout::compute(slots, max_sample, subscribers, history).unwrap();
-        let layout = Layout {
-            slots,
-            max_sample,
-            max_subscribers: subscribers as usize,
-            policy,
-            type_size: 0,
-            history,
-            stride,
-            slots_at,
-            total,
-        };
+        let layout = Layout::for_test(slots, max_sample, subscribers, policy, history);
         Core { mem: mem.clone(), layout, label: "model".into(), live: alive, truncated: None }
     }
 

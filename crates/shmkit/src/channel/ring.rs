@@ -99,11 +99,11 @@ const ACTIVE: u32 = 1;
 const CLOSED: u32 = 2;
 
 const HEADER: u64 = 8;
+const PAD: u32 = u32::MAX;
 
 /// How far ahead of its position the producer asks for the lines it will
 /// write (see `Producer::publish`).
 const PREFETCH_AHEAD: u64 = 512;
-const PAD: u32 = u32::MAX;
 
 /// The smallest and largest data areas.
 const MIN_CAPACITY: usize = 4096;

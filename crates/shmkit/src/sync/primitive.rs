@@ -306,7 +306,7 @@ impl Memory for Mapped {
     fn prefetch_write(&self, offset: usize) {
         // (Miri runs no inline assembly; a hint changes nothing it checks.)
         #[cfg(all(target_arch = "x86_64", not(miri)))]
-        if offset < self.len && crate::channel::has_prefetchw() {
+        if offset < self.len && has_prefetchw() {
             // SAFETY: PREFETCHW (the CPU has it) neither reads nor writes
             // memory and cannot fault; the address is inside the mapping.
             unsafe {
@@ -319,6 +319,29 @@ impl Memory for Mapped {
         }
         #[cfg(any(not(target_arch = "x86_64"), miri))]
         let _ = offset;
+    }
+}
+
+/// Whether this CPU has `PREFETCHW` (prefetch a line in exclusive state,
+/// for writing); asked once.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline]
+fn has_prefetchw() -> bool {
+    use std::sync::atomic::AtomicU8;
+    // 0: not asked yet, 1: no, 2: yes.
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    match HAS.load(Ordering::Relaxed) {
+        0 => {
+            use std::arch::x86_64::__cpuid;
+            // CPUID leaf 0x8000_0001, ECX bit 8: PRFCHW (3DNowPrefetch).
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID exists on every x86-64 CPU; the extended leaf is
+            // read only if the highest extended leaf includes it.
+            let has = unsafe { __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 << 8 != 0 };
+            HAS.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+            has
+        }
+        v => v == 2,
     }
 }
 
