@@ -208,6 +208,8 @@ const SLEEPERS: usize = 384;
 const NOTIFY: usize = 388;
 const TABLE: usize = 512;
 const LINE: usize = 64;
+/// How much of the next slot a publish asks for ahead of the next loan.
+const PREFETCH_SPAN: usize = 8192;
 
 /// Offsets inside an owner line (the publisher's and each subscriber's).
 const OWNER: usize = 0;
@@ -1063,6 +1065,22 @@ impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
         // The slot's first line was last read by the subscribers, a lap
         // ago: ask for it now, not at the first store (as the ring does).
         core.mem.prefetch_write(core.slot(n + 1 + self.prefetch_ahead));
+        // The next sample is likely as long as this one: own the rest of
+        // its slot before the caller writes it. Those lines were written by
+        // us a lap ago (subscribers that read in place read them too) and
+        // sit in L2 or in a reader's cache; fetched now, while the caller
+        // prepares the next sample, its copy into the loan runs at L1
+        // speed (4 KiB round trip ~550 -> ~420 ns, stream 6.6 -> 10 M/s on
+        // the development VM). Capped: a large sample streams anyway.
+        if len > LINE - PAYLOAD {
+            let next = core.slot(n + 1);
+            let span = (PAYLOAD + len).min(PREFETCH_SPAN);
+            let mut at = LINE;
+            while at < span {
+                core.mem.prefetch_write(next + at);
+                at += LINE;
+            }
+        }
         core.mem.light_fence();
         if core.u32_at(SLEEPERS).load(Ordering::Relaxed) != 0 {
             self.wake_sleepers();
