@@ -128,6 +128,12 @@ pub(crate) trait Memory: Sync {
     fn prefetch_write(&self, offset: usize) {
         let _ = offset;
     }
+    /// A hint that the line at `offset` will be read soon. Any offset, as
+    /// for [`prefetch_write`](Self::prefetch_write).
+    #[inline(always)]
+    fn prefetch_read(&self, offset: usize) {
+        let _ = offset;
+    }
 }
 
 /// Borrowed memory is memory too, so several algorithms (or threads of a
@@ -183,6 +189,10 @@ impl<T: Memory> Memory for &T {
     #[inline(always)]
     fn prefetch_write(&self, offset: usize) {
         (**self).prefetch_write(offset)
+    }
+    #[inline(always)]
+    fn prefetch_read(&self, offset: usize) {
+        (**self).prefetch_read(offset)
     }
 }
 
@@ -312,6 +322,25 @@ impl Memory for Mapped {
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{0}]",
+                    in(reg) self.base.as_ptr().add(offset),
+                    options(nostack, preserves_flags, readonly),
+                )
+            };
+        }
+        #[cfg(any(not(target_arch = "x86_64"), miri))]
+        let _ = offset;
+    }
+
+    #[inline(always)]
+    fn prefetch_read(&self, offset: usize) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        if offset < self.len {
+            // SAFETY: PREFETCHT0 (in every x86-64 CPU) neither reads nor
+            // writes memory and cannot fault; the address is inside the
+            // mapping.
+            unsafe {
+                std::arch::asm!(
+                    "prefetcht0 [{0}]",
                     in(reg) self.base.as_ptr().add(offset),
                     options(nostack, preserves_flags, readonly),
                 )
