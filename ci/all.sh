@@ -29,6 +29,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace
 
+step "bench/probes: the C probes still build (cc -Wall -Werror)"
+for probe in bench/probes/*.c; do
+  cc -O2 -Wall -Wextra -Werror -o /dev/null "$probe"
+done
+
 step "cargo test (debug)"
 cargo test --workspace
 
