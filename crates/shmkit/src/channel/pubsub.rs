@@ -192,7 +192,9 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::{LIVENESS_INTERVAL, copy_bytes, holder_alive, membarrier_ready, spin_until};
+use super::{
+    LIVENESS_INTERVAL, SPIN, SPIN_PREFETCH, copy_bytes, holder_alive, membarrier_ready, spin_prefetching, spin_until,
+};
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::registry::{self, ObjectKind, ProcessId};
 use crate::segment::{Lifetime, Segment, Target};
@@ -487,6 +489,9 @@ trait Host: Memory {
     /// Checks `ready()` until it holds or the spin budget is spent; whether
     /// it holds.
     fn spin_until(&self, ready: impl FnMut() -> bool) -> bool;
+    /// [`spin_until`](Self::spin_until), asking all the while for the lines
+    /// at offsets `lines` (see [`spin_prefetching`]).
+    fn spin_prefetching(&self, lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool;
     /// Whether a slow check made at `at` is still fresh.
     fn fresh(&self, at: Instant) -> bool;
 }
@@ -495,6 +500,10 @@ impl Host for Mapped {
     #[inline]
     fn spin_until(&self, ready: impl FnMut() -> bool) -> bool {
         spin_until(ready)
+    }
+
+    fn spin_prefetching(&self, lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool {
+        spin_prefetching(self, SPIN, lines, |at| at as usize, ready)
     }
 
     fn fresh(&self, at: Instant) -> bool {
@@ -1411,6 +1420,10 @@ struct SubEnd<M, L> {
     /// Set after corrupt shared memory was found: later calls report it
     /// again instead of guessing.
     broken: bool,
+    /// Bytes of the last sample copied out, at most [`SPIN_PREFETCH`]; zero
+    /// after a sample read in place (which may read only part of it). A
+    /// waiting subscriber asks for the lines of the next sample this long.
+    expect: u64,
     /// The publisher's owner word when its liveness was last read, and
     /// whether it was gone; when.
     gone: Option<(u64, bool)>,
@@ -1482,7 +1495,18 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     }
 
     fn new(core: Core<M, L>, me: ProcessId, line: Option<usize>, cursor: u64) -> Self {
-        SubEnd { core, me, line, cursor, safe_from: u64::MAX, missed: 0, broken: false, gone: None, gone_at: None }
+        SubEnd {
+            core,
+            me,
+            line,
+            cursor,
+            safe_from: u64::MAX,
+            missed: 0,
+            broken: false,
+            expect: 0,
+            gone: None,
+            gone_at: None,
+        }
     }
 
     fn fail(&mut self, what: String) -> Error {
@@ -1667,8 +1691,26 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
             let core = &self.core;
             // Ready: the sample is there, or a later one (lapped).
             let (seq, want) = (core.seq(self.cursor), done(self.cursor));
+            // After a sample copied out, ask for the next one's lines while
+            // spinning (see `spin_prefetching`), except those the publisher
+            // asks for itself before it writes them (`commit`): there the
+            // two requests fight over each line and stall the publisher's
+            // copy. A two-line sample is the exception: its second line alone
+            // is worth the fight. Copying round trips on the development VM:
+            // 64 B ~510 -> ~390 ns, 4 KiB unchanged (~1.7 us; asking for all
+            // its lines made it 2.15), 64 KiB ~17 -> ~12.4 us.
+            let slot = core.slot(self.cursor);
+            let len = PAYLOAD + self.expect as usize;
+            let second = (LINE < len && len <= 2 * LINE).then_some(slot + LINE);
+            let ready = || {
+                if let Some(line) = second {
+                    core.mem.prefetch_read(line);
+                }
+                seq.load(Ordering::Relaxed) >= want || core.publisher_closed()
+            };
+            let lines = (slot + PREFETCH_SPAN) as u64..(slot + PAYLOAD) as u64 + self.expect;
             let spun = deadline.is_some()
-                && core.mem.spin_until(|| seq.load(Ordering::Relaxed) >= want || core.publisher_closed());
+                && if lines.is_empty() { core.mem.spin_until(ready) } else { core.mem.spin_prefetching(lines, ready) };
             if spun && !core.publisher_closed() && !deadline.is_some_and(expired) {
                 continue;
             }
@@ -1707,6 +1749,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
         loop {
             let (n, len) = self.wait(deadline)?;
             let value = copy(&self.core.mem, self.core.payload(n), len);
+            self.expect = (len as u64).min(SPIN_PREFETCH as u64);
             let intact = self.intact(n);
             self.advance(n + 1);
             if intact {
@@ -1846,6 +1889,7 @@ impl Subscriber {
 
     #[inline]
     fn receive_with(&mut self, deadline: Option<Option<Instant>>) -> Result<Sample<'_>> {
+        self.end.expect = 0;
         let (seq, len) = self.end.wait(deadline)?;
         // SAFETY: the payload of a slot lies inside the mapping (layout
         // validated against its length at open).
@@ -2417,6 +2461,10 @@ mod loom_tests {
             // One look: spinning would only multiply the interleavings; the
             // sleeping protocol must cope without it.
             ready()
+        }
+
+        fn spin_prefetching(&self, _lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool {
+            self.spin_until(ready)
         }
 
         fn fresh(&self, _at: Instant) -> bool {

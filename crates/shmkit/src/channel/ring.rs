@@ -73,7 +73,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::{LIVENESS_INTERVAL, SPIN, holder_alive, membarrier_ready, spin_until_for};
+use super::{LIVENESS_INTERVAL, SPIN, SPIN_PREFETCH, holder_alive, membarrier_ready, spin_prefetching, spin_until_for};
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::registry::{self, ObjectKind, ProcessId};
 use crate::segment::{Lifetime, Segment, Target};
@@ -101,9 +101,6 @@ const CLOSED: u32 = 2;
 const HEADER: u64 = 8;
 /// A cache line.
 const LINE: u64 = 64;
-/// How much of the next message a waiting consumer asks for (the largest
-/// message the bench sends; a pass over it is bounded by the spin budget).
-const SPIN_PREFETCH: u64 = 1 << 20;
 const PAD: u32 = u32::MAX;
 
 /// How far ahead of its position the producer asks for the lines it will
@@ -742,48 +739,6 @@ impl<M: RingMemory> Producer<M> {
     }
 }
 
-/// Spins as [`spin_until_for`] (`core.spin`, not zero), asking all the
-/// while for the lines at positions `lines`: those of the message the
-/// consumer waits for, if it is as long as the last one.
-///
-/// A message longer than a line would otherwise cross between cores line
-/// by line after its header is seen, each line a request to the producer's
-/// core; asked for while the producer writes, the lines come over as they
-/// are written (an asked-for line the producer has not written yet is only
-/// taken back by its store). On the development VM: 64 B round trip ~510 ->
-/// ~380 ns, 4 KiB 2.5 -> 1.8 us, 64 KiB 17.5 -> 11.6 us; streams unchanged
-/// (a streaming consumer seldom waits). A 1 MiB message takes longer to
-/// write than the spin budget, so the consumer sleeps before it is there:
-/// unchanged (spinning without a budget gave ~360 -> ~250 us).
-fn spin_prefetching<M: RingMemory>(core: &Core<M>, lines: std::ops::Range<u64>, ready: impl Fn() -> bool) -> bool {
-    // Lines asked for between looks at the header, and looks between looks
-    // at the clock: a reply is seen within ~64 prefetches, and the budget
-    // is overrun by at most ~1,000.
-    const BATCH: u64 = 64 * LINE;
-    const LOOKS: u32 = 16;
-    let start = Instant::now();
-    let mut at = lines.start;
-    loop {
-        for _ in 0..LOOKS {
-            let batch_end = (at + BATCH).min(lines.end);
-            while at < batch_end {
-                core.mem.prefetch_read(core.offset(at));
-                at += LINE;
-            }
-            if at >= lines.end {
-                at = lines.start;
-            }
-            if ready() {
-                return true;
-            }
-            core.mem.pause();
-        }
-        if start.elapsed() >= core.spin {
-            return ready();
-        }
-    }
-}
-
 /// The consumer's protocol.
 #[derive(Debug)]
 struct Consumer<M: RingMemory> {
@@ -800,7 +755,10 @@ struct Consumer<M: RingMemory> {
     broken: bool,
     /// Bytes of the last message received, at most [`SPIN_PREFETCH`]: a
     /// waiting consumer asks for the lines the next message will take,
-    /// guessing it is as long (see [`spin_prefetching`]).
+    /// guessing it is as long (see [`spin_prefetching`]; on the development
+    /// VM: 64 B round trip ~510 -> ~380 ns, 4 KiB 2.5 -> 1.8 us, 64 KiB
+    /// 17.5 -> 11.6 us, streams unchanged as a streaming consumer seldom
+    /// waits).
     expect: u64,
 }
 
@@ -864,7 +822,7 @@ impl<M: RingMemory> Consumer<M> {
     #[inline(always)]
     fn release(&mut self, pos: u64, len: u64) {
         self.head = pos + HEADER + padded(len);
-        self.expect = len.min(SPIN_PREFETCH);
+        self.expect = len.min(SPIN_PREFETCH as u64);
         if self.head - self.published >= self.core.batch {
             self.publish();
         }
@@ -924,7 +882,9 @@ impl<M: RingMemory> Consumer<M> {
             let ready = || core.header_at(head).load(Ordering::Relaxed) != 0 || core.peer_closed();
             let spun = deadline.is_some()
                 && match self.expected_lines() {
-                    Some(lines) if !core.spin.is_zero() => spin_prefetching(core, lines, ready),
+                    Some(lines) if !core.spin.is_zero() => {
+                        spin_prefetching(&core.mem, core.spin, lines, |at| core.offset(at), ready)
+                    }
                     _ => spin_until_for(core.spin, ready),
                 };
             if spun && !core.peer_closed() {
