@@ -12,12 +12,18 @@
 //!
 //! # Waiting
 //!
-//! Waiting is spin-then-park: a waiter checks its condition for about a
-//! microsecond with the CPU's pause instruction, then sleeps on a futex. A
-//! waiter announces that it sleeps in a flag on a cache line of its own,
-//! written only when it goes to sleep, so the other side's check of that flag
-//! on every message is a cache hit and a notify makes a system call only when
-//! someone sleeps.
+//! Waiting is spin-then-park: a waiter checks its condition for up to 20 µs
+//! (a ring end's `set_spin` changes it) with the CPU's pause instruction,
+//! then sleeps on a futex. A waiter announces that it sleeps in a flag on a
+//! cache line of its own, written only when it goes to sleep, so the other
+//! side's check of that flag on every message is a cache hit and a notify
+//! makes a system call only when someone sleeps.
+//!
+//! While it spins, a receiver whose last message was longer than a cache line
+//! asks for the lines the next one will take, so that they cross between
+//! cores as the sender writes them rather than one by one after the message
+//! is announced; senders ask ahead, in exclusive state, for the lines they
+//! will write next.
 //!
 //! Announcing sleep and checking the flag form a store-load pair on each side
 //! (the classic Dekker pattern), which needs a full fence on both sides. A
