@@ -136,7 +136,8 @@ pub(crate) const SPIN_PREFETCH: usize = 1 << 20;
 /// sender's core; asked for while the sender writes, the lines come over as
 /// they are written (one asked for before the sender writes it is only
 /// taken back by the sender's store). A message that takes longer to write
-/// than the budget is not waited for so long: the receiver sleeps as usual.
+/// than the budget is not waited for so long: the receiver sleeps as usual
+/// (the ring gives a larger budget to larger messages).
 pub(crate) fn spin_prefetching<M: Memory>(
     mem: &M,
     limit: Duration,
