@@ -214,3 +214,55 @@ pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
 pub(crate) fn holder_alive(pid: u32, start: u64) -> bool {
     ProcessId { pid, start }.is_alive()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::sync::primitive::heap::Heap;
+
+    /// Runs `spin_prefetching` over `lines` until `ready` has been asked
+    /// `looks` times (never, if zero); what it returned and the positions
+    /// it asked for, in order.
+    fn prefetched(lines: Range<u64>, looks: u32, limit: Duration) -> (bool, Vec<u64>) {
+        let heap = Heap::new(4096);
+        let mem = heap.mem();
+        let asked = RefCell::new(Vec::new());
+        let seen = Cell::new(0);
+        let offset = |at: u64| {
+            asked.borrow_mut().push(at);
+            (at % 4096) as usize
+        };
+        let ready = || {
+            seen.set(seen.get() + 1);
+            seen.get() == looks
+        };
+        let got = spin_prefetching(&mem, limit, lines, offset, ready);
+        (got, asked.into_inner())
+    }
+
+    #[test]
+    fn a_short_message_is_asked_for_whole_between_looks() {
+        let (got, asked) = prefetched(128..128 + 5 * 64, 3, Duration::from_secs(60));
+        assert!(got);
+        let pass: Vec<u64> = (0..5).map(|i| 128 + i * 64).collect();
+        assert_eq!(asked, pass.repeat(3));
+    }
+
+    #[test]
+    fn a_long_message_is_asked_for_64_lines_a_look_round_and_round() {
+        let (got, asked) = prefetched(0..200 * 64, 5, Duration::from_secs(60));
+        assert!(got);
+        // Looks 1-4 cover the 200 lines (64, 64, 64, 8), look 5 starts over.
+        let expected: Vec<u64> = (0..200).chain(0..64).map(|i| i * 64).collect();
+        assert_eq!(asked, expected);
+    }
+
+    #[test]
+    fn a_message_that_never_comes_ends_the_spin_with_the_last_look() {
+        let (got, asked) = prefetched(0..2 * 64, 0, Duration::from_millis(1));
+        assert!(!got);
+        assert!(!asked.is_empty() && asked.chunks(2).all(|pair| pair == [0, 64]));
+    }
+}

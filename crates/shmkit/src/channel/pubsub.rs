@@ -1672,6 +1672,24 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
         core.clear_sleeping(line);
     }
 
+    /// What a subscriber waiting for the sample at the cursor asks for while
+    /// it spins, after a sample of `expect` bytes was copied out: a line to
+    /// ask for on every look, and the lines to ask for round and round.
+    ///
+    /// Not the lines the publisher asks for itself before it writes them
+    /// (`commit`, the first [`PREFETCH_SPAN`] bytes of the slot): there the
+    /// two requests fight over each line and stall the publisher's copy. A
+    /// two-line sample is the exception: its second line alone is worth the
+    /// fight. Copying round trips on the development VM: 64 B ~510 -> ~390
+    /// ns, 4 KiB unchanged (~1.7 us; asking for all its lines made it 2.15),
+    /// 64 KiB ~17 -> ~12.4 us.
+    fn lines_to_ask(&self) -> (Option<usize>, std::ops::Range<u64>) {
+        let slot = self.core.slot(self.cursor);
+        let end = slot + PAYLOAD + self.expect as usize;
+        let second = (slot + LINE < end && end <= slot + 2 * LINE).then_some(slot + LINE);
+        (second, (slot + PREFETCH_SPAN) as u64..end as u64)
+    }
+
     /// Waits until a sample is there; `None` deadline: don't wait.
     #[inline]
     fn wait(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
@@ -1679,6 +1697,14 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
             Some(ready) => Ok(ready),
             None => self.wait_slow(deadline),
         }
+    }
+
+    /// [`wait`](Self::wait) for a sample to be read in place, which may be
+    /// read only in part: nothing is asked for while spinning.
+    #[inline]
+    fn wait_in_place(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
+        self.expect = 0;
+        self.wait(deadline)
     }
 
     /// [`wait`](Self::wait) when the sample is not there yet: spin, sleep.
@@ -1691,24 +1717,13 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
             let core = &self.core;
             // Ready: the sample is there, or a later one (lapped).
             let (seq, want) = (core.seq(self.cursor), done(self.cursor));
-            // After a sample copied out, ask for the next one's lines while
-            // spinning (see `spin_prefetching`), except those the publisher
-            // asks for itself before it writes them (`commit`): there the
-            // two requests fight over each line and stall the publisher's
-            // copy. A two-line sample is the exception: its second line alone
-            // is worth the fight. Copying round trips on the development VM:
-            // 64 B ~510 -> ~390 ns, 4 KiB unchanged (~1.7 us; asking for all
-            // its lines made it 2.15), 64 KiB ~17 -> ~12.4 us.
-            let slot = core.slot(self.cursor);
-            let len = PAYLOAD + self.expect as usize;
-            let second = (LINE < len && len <= 2 * LINE).then_some(slot + LINE);
+            let (second, lines) = self.lines_to_ask();
             let ready = || {
                 if let Some(line) = second {
                     core.mem.prefetch_read(line);
                 }
                 seq.load(Ordering::Relaxed) >= want || core.publisher_closed()
             };
-            let lines = (slot + PREFETCH_SPAN) as u64..(slot + PAYLOAD) as u64 + self.expect;
             let spun = deadline.is_some()
                 && if lines.is_empty() { core.mem.spin_until(ready) } else { core.mem.spin_prefetching(lines, ready) };
             if spun && !core.publisher_closed() && !deadline.is_some_and(expired) {
@@ -1889,8 +1904,7 @@ impl Subscriber {
 
     #[inline]
     fn receive_with(&mut self, deadline: Option<Option<Instant>>) -> Result<Sample<'_>> {
-        self.end.expect = 0;
-        let (seq, len) = self.end.wait(deadline)?;
+        let (seq, len) = self.end.wait_in_place(deadline)?;
         // SAFETY: the payload of a slot lies inside the mapping (layout
         // validated against its length at open).
         let ptr = unsafe { self.end.core.mem.base().as_ptr().add(self.end.core.payload(seq)) };
@@ -2359,6 +2373,44 @@ mod tests {
         assert!(!s.intact(1));
         // Sample 2 is past `safe_from`: its own sequence word is enough.
         assert!(s.intact(2));
+    }
+
+    /// What a waiting subscriber asks for follows the last sample it copied
+    /// out, leaves the publisher's part of the slot alone, and is nothing
+    /// after a sample read in place.
+    #[test]
+    fn a_waiting_subscriber_asks_for_the_lines_of_a_sample_as_long_as_the_last_copied() {
+        let max = 3 * PREFETCH_SPAN as u64;
+        let (_, _, total) = Layout::compute(2, max, 1, 0).unwrap();
+        let heap = Heap::new(total);
+        let open = || core(&heap, 2, max, Policy::BackPressure, 0);
+        let mut p = PubEnd::claim(open(), ProcessId { pid: 1, start: 1 }).unwrap();
+        p.resume().unwrap();
+        let mut s = SubEnd::join(open(), ProcessId { pid: 2, start: 1 }).unwrap();
+        let mut buf = Vec::new();
+        let mut copy = |p: &mut PubEnd<Mapped, Live>, s: &mut SubEnd<Mapped, Live>, len: usize| {
+            p.publish_with(&vec![7; len], Some(None)).unwrap();
+            s.receive_into_with(&mut buf, None).unwrap();
+            assert_eq!(buf.len(), len);
+            let slot = s.core.slot(s.cursor);
+            (slot, s.lines_to_ask())
+        };
+        // Fits the slot's first line: nothing.
+        let (_, (second, lines)) = copy(&mut p, &mut s, 48);
+        assert!(second.is_none() && lines.is_empty());
+        // Two lines: the second, on every look.
+        let (slot, (second, lines)) = copy(&mut p, &mut s, 100);
+        assert!(second == Some(slot + LINE) && lines.is_empty());
+        // The publisher's 8 KiB and more: only what lies past them.
+        let (slot, (second, lines)) = copy(&mut p, &mut s, 2 * PREFETCH_SPAN);
+        assert!(second.is_none());
+        assert_eq!(lines, (slot + PREFETCH_SPAN) as u64..(slot + PAYLOAD + 2 * PREFETCH_SPAN) as u64);
+        // Read in place: nothing is known about what will be read.
+        p.publish_with(&[1; 100], Some(None)).unwrap();
+        let (n, _) = s.wait_in_place(None).unwrap();
+        s.advance(n + 1);
+        let (second, lines) = s.lines_to_ask();
+        assert!(second.is_none() && lines.is_empty());
     }
 }
 

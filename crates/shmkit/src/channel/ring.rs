@@ -1516,6 +1516,23 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_consumer_expects_lines_as_long_as_the_last_message() {
+        let heap = ring_heap(4096);
+        let (mut p, mut c) = ends(&heap, 4096);
+        let mut buf = Vec::new();
+        assert_eq!(c.expected_lines(), None, "nothing received yet");
+        // 8 bytes at 0: the next header is at 16, and 8 more bytes fit its line.
+        p.send_with(&[1; 8], None).unwrap();
+        c.recv_with(&mut buf, None).unwrap();
+        assert_eq!(c.expected_lines(), None);
+        // 100 bytes at 16: the next header is at 128 and its message would
+        // end at 128 + 8 + 100, past the header's line.
+        p.send_with(&[2; 100], None).unwrap();
+        c.recv_with(&mut buf, None).unwrap();
+        assert_eq!(c.expected_lines(), Some(192..236));
+    }
+
+    #[test]
     fn heap_ring_wraps_pads_fills_and_drains_in_order() {
         let _dog = watchdog("heap_ring_wraps_pads_fills_and_drains_in_order");
         let capacity = 256;
