@@ -83,17 +83,12 @@ pub(crate) fn heavy_fence(membarrier: bool) {
     }
 }
 
-/// Spins until `ready()` holds or [`SPIN`] has passed. The first checks
-/// come one pause apart, so a reply that arrives at once is seen at once;
-/// after that the gaps grow to 16 pauses, because checking a line the other
-/// core is writing takes the line away from it, and a waiter that checks less
-/// often lets a streaming writer fill whole lines.
-#[inline]
-pub(crate) fn spin_until(ready: impl FnMut() -> bool) -> bool {
-    spin_until_for(SPIN, ready)
-}
-
-/// [`spin_until`] with a spin budget of `limit` (zero: check once).
+/// Spins until `ready()` holds or `limit` has passed (zero: checks once;
+/// [`SPIN`] by default). The first checks come one pause apart, so a reply
+/// that arrives at once is seen at once; after that the gaps grow to 16
+/// pauses, because checking a line the other core is writing takes the line
+/// away from it, and a waiter that checks less often lets a streaming writer
+/// fill whole lines.
 #[inline]
 pub(crate) fn spin_until_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     if limit.is_zero() {

@@ -111,7 +111,9 @@
 //!
 //! # Waiting
 //!
-//! Both sides spin briefly, then sleep on a futex (at most
+//! Both sides spin briefly (20 µs; a subscriber 0.5 ns a byte of its last
+//! sample longer, as the publisher takes about that long to write the next),
+//! then sleep on a futex (at most
 //! `LIVENESS_INTERVAL` at a time, so a dead peer is noticed within a
 //! second). A subscriber going to sleep sets its entry's `sleeping` flag,
 //! increments `sleepers`, runs the heavy fence, loads `notify` (acquire),
@@ -193,7 +195,8 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use super::{
-    LIVENESS_INTERVAL, SPIN, SPIN_PREFETCH, copy_bytes, holder_alive, membarrier_ready, spin_prefetching, spin_until,
+    LIVENESS_INTERVAL, SPIN, SPIN_PREFETCH, copy_bytes, holder_alive, membarrier_ready, spin_prefetching,
+    spin_until_for,
 };
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::registry::{self, ObjectKind, ProcessId};
@@ -488,22 +491,22 @@ const READ_ONLY_POLL: Duration = Duration::from_millis(1);
 trait Host: Memory {
     /// Checks `ready()` until it holds or the spin budget is spent; whether
     /// it holds.
-    fn spin_until(&self, ready: impl FnMut() -> bool) -> bool;
+    fn spin_until(&self, limit: Duration, ready: impl FnMut() -> bool) -> bool;
     /// [`spin_until`](Self::spin_until), asking all the while for the lines
     /// at offsets `lines` (see [`spin_prefetching`]).
-    fn spin_prefetching(&self, lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool;
+    fn spin_prefetching(&self, limit: Duration, lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool;
     /// Whether a slow check made at `at` is still fresh.
     fn fresh(&self, at: Instant) -> bool;
 }
 
 impl Host for Mapped {
     #[inline]
-    fn spin_until(&self, ready: impl FnMut() -> bool) -> bool {
-        spin_until(ready)
+    fn spin_until(&self, limit: Duration, ready: impl FnMut() -> bool) -> bool {
+        spin_until_for(limit, ready)
     }
 
-    fn spin_prefetching(&self, lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool {
-        spin_prefetching(self, SPIN, lines, |at| at as usize, ready)
+    fn spin_prefetching(&self, limit: Duration, lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool {
+        spin_prefetching(self, limit, lines, |at| at as usize, ready)
     }
 
     fn fresh(&self, at: Instant) -> bool {
@@ -1013,7 +1016,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
             let core = &self.core;
             if let Some(i) = blocker {
                 let line = core.entry(i);
-                let spun = core.mem.spin_until(|| {
+                let spun = core.mem.spin_until(SPIN, || {
                     core.u64_at(line + CURSOR).load(Ordering::Acquire) >= need
                         || state_of(core.u64_at(line + OWNER).load(Ordering::Relaxed)) != ACTIVE
                 });
@@ -1424,6 +1427,10 @@ struct SubEnd<M, L> {
     /// after a sample read in place (which may read only part of it). A
     /// waiting subscriber asks for the lines of the next sample this long.
     expect: u64,
+    /// Bytes of the last sample received, at most [`SPIN_PREFETCH`]: a
+    /// waiting subscriber spins longer for the next one (see
+    /// [`spin_budget`](Self::spin_budget)).
+    last: u64,
     /// The publisher's owner word when its liveness was last read, and
     /// whether it was gone; when.
     gone: Option<(u64, bool)>,
@@ -1504,6 +1511,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
             missed: 0,
             broken: false,
             expect: 0,
+            last: 0,
             gone: None,
             gone_at: None,
         }
@@ -1704,7 +1712,17 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     #[inline]
     fn wait_in_place(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
         self.expect = 0;
-        self.wait(deadline)
+        let (n, len) = self.wait(deadline)?;
+        self.last = (len as u64).min(SPIN_PREFETCH as u64);
+        Ok((n, len))
+    }
+
+    /// How long to spin for the next sample: 20 µs, plus 0.5 ns a byte of
+    /// the last one (up to 1 MiB: ~0.5 ms), which a publisher writing at 2
+    /// GB/s or more has written by then; so a round trip of large samples
+    /// pays no wake-up on either side.
+    fn spin_budget(&self) -> Duration {
+        SPIN + Duration::from_nanos(self.last / 2)
     }
 
     /// [`wait`](Self::wait) when the sample is not there yet: spin, sleep.
@@ -1725,7 +1743,11 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
                 seq.load(Ordering::Relaxed) >= want || core.publisher_closed()
             };
             let spun = deadline.is_some()
-                && if lines.is_empty() { core.mem.spin_until(ready) } else { core.mem.spin_prefetching(lines, ready) };
+                && if lines.is_empty() {
+                    core.mem.spin_until(self.spin_budget(), ready)
+                } else {
+                    core.mem.spin_prefetching(self.spin_budget(), lines, ready)
+                };
             if spun && !core.publisher_closed() && !deadline.is_some_and(expired) {
                 continue;
             }
@@ -1765,6 +1787,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
             let (n, len) = self.wait(deadline)?;
             let value = copy(&self.core.mem, self.core.payload(n), len);
             self.expect = (len as u64).min(SPIN_PREFETCH as u64);
+            self.last = self.expect;
             let intact = self.intact(n);
             self.advance(n + 1);
             if intact {
@@ -2377,9 +2400,10 @@ mod tests {
 
     /// What a waiting subscriber asks for follows the last sample it copied
     /// out, leaves the publisher's part of the slot alone, and is nothing
-    /// after a sample read in place.
+    /// after a sample read in place; how long it spins follows the last
+    /// sample however it was read.
     #[test]
-    fn a_waiting_subscriber_asks_for_the_lines_of_a_sample_as_long_as_the_last_copied() {
+    fn a_waiting_subscriber_spins_for_and_asks_for_a_sample_as_long_as_the_last() {
         let max = 3 * PREFETCH_SPAN as u64;
         let (_, _, total) = Layout::compute(2, max, 1, 0).unwrap();
         let heap = Heap::new(total);
@@ -2405,12 +2429,15 @@ mod tests {
         let (slot, (second, lines)) = copy(&mut p, &mut s, 2 * PREFETCH_SPAN);
         assert!(second.is_none());
         assert_eq!(lines, (slot + PREFETCH_SPAN) as u64..(slot + PAYLOAD + 2 * PREFETCH_SPAN) as u64);
+        assert_eq!(s.spin_budget(), SPIN + Duration::from_nanos(PREFETCH_SPAN as u64));
         // Read in place: nothing is known about what will be read.
         p.publish_with(&[1; 100], Some(None)).unwrap();
         let (n, _) = s.wait_in_place(None).unwrap();
         s.advance(n + 1);
         let (second, lines) = s.lines_to_ask();
         assert!(second.is_none() && lines.is_empty());
+        // The spin still grows with its length.
+        assert_eq!(s.spin_budget(), SPIN + Duration::from_nanos(50));
     }
 }
 
@@ -2509,14 +2536,14 @@ mod loom_tests {
     }
 
     impl Host for Model {
-        fn spin_until(&self, mut ready: impl FnMut() -> bool) -> bool {
+        fn spin_until(&self, _limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
             // One look: spinning would only multiply the interleavings; the
             // sleeping protocol must cope without it.
             ready()
         }
 
-        fn spin_prefetching(&self, _lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool {
-            self.spin_until(ready)
+        fn spin_prefetching(&self, limit: Duration, _lines: std::ops::Range<u64>, ready: impl FnMut() -> bool) -> bool {
+            self.spin_until(limit, ready)
         }
 
         fn fresh(&self, _at: Instant) -> bool {

@@ -1530,6 +1530,8 @@ mod tests {
         p.send_with(&[2; 100], None).unwrap();
         c.recv_with(&mut buf, None).unwrap();
         assert_eq!(c.expected_lines(), Some(192..236));
+        // And spins 0.5 ns a byte longer for it.
+        assert_eq!(c.spin_budget(), c.core.spin + Duration::from_nanos(50));
     }
 
     #[test]
