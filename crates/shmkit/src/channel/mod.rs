@@ -119,7 +119,7 @@ pub(crate) fn spin_until_for(limit: Duration, mut ready: impl FnMut() -> bool) -
 /// How much of the next message a waiting receiver asks for (see
 /// [`spin_prefetching`]): the largest message `shmkit bench` sends; a pass
 /// over it is bounded by the spin budget.
-pub(crate) const SPIN_PREFETCH: usize = 1 << 20;
+pub(crate) const SPIN_PREFETCH: u64 = 1 << 20;
 
 /// Spins as [`spin_until_for`] (`limit`, not zero), asking all the while for
 /// the lines at positions `lines` (`offset` maps a position into `mem`): the

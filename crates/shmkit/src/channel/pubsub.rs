@@ -1713,7 +1713,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     fn wait_in_place(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
         self.expect = 0;
         let (n, len) = self.wait(deadline)?;
-        self.last = (len as u64).min(SPIN_PREFETCH as u64);
+        self.last = (len as u64).min(SPIN_PREFETCH);
         Ok((n, len))
     }
 
@@ -1786,7 +1786,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
         loop {
             let (n, len) = self.wait(deadline)?;
             let value = copy(&self.core.mem, self.core.payload(n), len);
-            self.expect = (len as u64).min(SPIN_PREFETCH as u64);
+            self.expect = (len as u64).min(SPIN_PREFETCH);
             self.last = self.expect;
             let intact = self.intact(n);
             self.advance(n + 1);

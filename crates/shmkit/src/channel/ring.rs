@@ -822,7 +822,7 @@ impl<M: RingMemory> Consumer<M> {
     #[inline(always)]
     fn release(&mut self, pos: u64, len: u64) {
         self.head = pos + HEADER + padded(len);
-        self.expect = len.min(SPIN_PREFETCH as u64);
+        self.expect = len.min(SPIN_PREFETCH);
         if self.head - self.published >= self.core.batch {
             self.publish();
         }
