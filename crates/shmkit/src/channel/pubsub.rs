@@ -1083,15 +1083,14 @@ impl<M: Host, L: Fn(u32, u64) -> bool> PubEnd<M, L> {
         // sit in L2 or in a reader's cache; fetched now, while the caller
         // prepares the next sample, its copy into the loan runs at L1
         // speed (4 KiB round trip ~550 -> ~420 ns, stream 6.6 -> 10 M/s on
-        // the development VM). Capped: a large sample streams anyway.
-        if len > LINE - PAYLOAD {
-            let next = core.slot(n + 1);
-            let span = (PAYLOAD + len).min(PREFETCH_SPAN);
-            let mut at = LINE;
-            while at < span {
-                core.mem.prefetch_write(next + at);
-                at += LINE;
-            }
+        // the development VM). Capped: a large sample streams anyway. (A
+        // sample within the first line asks for nothing more.)
+        let next = core.slot(n + 1);
+        let span = (PAYLOAD + len).min(PREFETCH_SPAN);
+        let mut at = LINE;
+        while at < span {
+            core.mem.prefetch_write(next + at);
+            at += LINE;
         }
         core.mem.light_fence();
         if core.u32_at(SLEEPERS).load(Ordering::Relaxed) != 0 {
@@ -1698,13 +1697,16 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
         (second, (slot + PREFETCH_SPAN) as u64..end as u64)
     }
 
-    /// Waits until a sample is there; `None` deadline: don't wait.
+    /// Waits until a sample is there; `None` deadline: don't wait. Notes
+    /// its length for the next wait's spin ([`last`](Self::last)).
     #[inline]
     fn wait(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
-        match self.poll()? {
-            Some(ready) => Ok(ready),
-            None => self.wait_slow(deadline),
-        }
+        let (n, len) = match self.poll()? {
+            Some(ready) => ready,
+            None => self.wait_slow(deadline)?,
+        };
+        self.last = (len as u64).min(SPIN_PREFETCH);
+        Ok((n, len))
     }
 
     /// [`wait`](Self::wait) for a sample to be read in place, which may be
@@ -1712,9 +1714,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
     #[inline]
     fn wait_in_place(&mut self, deadline: Option<Option<Instant>>) -> Result<(u64, usize)> {
         self.expect = 0;
-        let (n, len) = self.wait(deadline)?;
-        self.last = (len as u64).min(SPIN_PREFETCH);
-        Ok((n, len))
+        self.wait(deadline)
     }
 
     /// How long to spin for the next sample: 20 µs, plus 0.5 ns a byte of
@@ -1786,8 +1786,7 @@ impl<M: Host, L: Fn(u32, u64) -> bool> SubEnd<M, L> {
         loop {
             let (n, len) = self.wait(deadline)?;
             let value = copy(&self.core.mem, self.core.payload(n), len);
-            self.expect = (len as u64).min(SPIN_PREFETCH);
-            self.last = self.expect;
+            self.expect = self.last;
             let intact = self.intact(n);
             self.advance(n + 1);
             if intact {
